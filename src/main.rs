@@ -1,0 +1,36 @@
+//! The `tracebench` binary: parse the command line, set up logging, run, map the result to
+//! an exit code (0 completed, 1 completed but a threshold failed, 2 usage or input error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracebench::cli::{Cli, EXIT_INPUT_ERROR};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+
+    match tracebench::cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_INPUT_ERROR)
+        }
+    }
+}
+
+/// Logs go to stderr; stdout carries the report only. `RUST_LOG` overrides `-v`.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,tracebench=info",
+        1 => "info,tracebench=debug",
+        _ => "debug,tracebench=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,1 @@
+//! Getting a trace file: fetch public traces by name, convert between formats, synthesise.

@@ -1,0 +1,4 @@
+//! Integration tests, in one binary so the suite links once. One module per area; shared
+//! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
+
+mod common;
