@@ -1,0 +1,51 @@
+//! `run.json`: what a replay was asked to do, written before its first request so that an
+//! interrupted run can still be reported. The replay engine fills it; every report reads it.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the `run.json` / `summary.json` layout; bump on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The configuration and context of one replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// tracebench's version.
+    pub tracebench_version: String,
+    /// Wall-clock start, RFC 3339.
+    pub started_at: String,
+    /// The trace file (or public trace name) replayed.
+    pub trace: String,
+    /// The target's base URL (`sim` for the built-in simulator, with its address).
+    pub base_url: String,
+    /// The model id requests were sent for.
+    pub model: String,
+    /// The tokenizer spec used for prompts and counting.
+    pub tokenizer: String,
+    /// Prompt mode (`blocks`, `random`, `shared`).
+    pub prompt_mode: String,
+    /// Seed of every random choice (prompts, synthetic arrivals).
+    pub seed: u64,
+    /// Goodput objectives, ms; absent ones are not checked.
+    #[serde(default)]
+    pub goodput: GoodputSlo,
+    /// `--max-concurrency`, where set.
+    pub max_concurrency: Option<usize>,
+    /// How the chat template overhead was measured, and its size.
+    pub calibration: Option<serde_json::Value>,
+    /// Every other option of the run, free-form, for the record.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// Service-level objectives for goodput (`--goodput ttft:500 tpot:50 e2el:10000`), ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct GoodputSlo {
+    /// TTFT objective, ms.
+    pub ttft_ms: Option<f64>,
+    /// TPOT objective, ms.
+    pub tpot_ms: Option<f64>,
+    /// End-to-end latency objective, ms.
+    pub e2el_ms: Option<f64>,
+}
