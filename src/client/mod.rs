@@ -1,2 +1,15 @@
 //! The streaming OpenAI-compatible client: pooled HTTP, the SSE reader (bytes in, events
 //! out) and the timing of one request's chunks.
+//!
+//! [`sse`] knows the event-stream format only; [`chunk`] knows what an OpenAI chunk means;
+//! [`stream`] times one response from its reads; [`http`] owns the connection pool, request
+//! bodies and timeouts. Only [`http`] touches the network.
+
+pub mod chunk;
+pub mod http;
+pub mod sse;
+pub mod stream;
+
+pub use http::{Api, ApiKey, Client, ClientConfig, ClientError, Endpoint, Exchange, PromptBody};
+pub use sse::{DEFAULT_MAX_EVENT_BYTES, SseError, SseEvent, SseReader};
+pub use stream::{Flow, StreamResult, StreamTimer};

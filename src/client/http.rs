@@ -1,0 +1,522 @@
+//! HTTP for the streaming client: one pooled reqwest client (HTTP/1.1, keep-alive,
+//! `TCP_NODELAY`, rustls), the endpoint URLs derived from `--base-url`, request bodies as the
+//! seed sends them, and one streamed exchange with connect / first-token / total timeouts.
+//!
+//! The API key goes into a header marked sensitive and is never formatted anywhere: its
+//! `Debug` is redacted and no error message includes request headers.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use super::stream::{Flow, StreamResult, StreamTimer};
+use crate::replay::{Outcome, TimeoutKind};
+
+/// Longest excerpt of an error response body kept in the record, bytes.
+const ERROR_BODY_BYTES: usize = 512;
+
+/// How long to read an error response's body before giving up on it.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors setting up the client or asking the server about itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `--base-url` is not an http(s) URL.
+    #[error("--base-url {url:?}: {reason}")]
+    BaseUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `--header` is not `NAME:VALUE` or not a valid header.
+    #[error("--header {0:?}: expected NAME:VALUE with a valid header name and value")]
+    Header(String),
+    /// The API key holds characters a header cannot carry (the key itself is not shown).
+    #[error("the API key is not a valid header value")]
+    ApiKey,
+    /// reqwest could not build the client.
+    #[error("cannot build the http client: {0}")]
+    Build(String),
+    /// `GET /v1/models` failed or listed no model.
+    #[error("cannot read the model from {url}: {reason} (pass --model)")]
+    Models {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Which OpenAI endpoint requests go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `/v1/chat/completions` with one user message.
+    Chat,
+    /// `/v1/completions` with the prompt as text or token ids.
+    Completions,
+}
+
+/// A prompt as sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptBody {
+    /// Text.
+    Text(String),
+    /// Token ids (`/v1/completions` only; chat requests send them decoded by the caller).
+    TokenIds(Vec<u32>),
+}
+
+/// The URLs derived from `--base-url`, which may or may not end in `/v1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The server root, without a trailing slash: `/metrics`, `/tokenize`, `/health`.
+    pub root: String,
+}
+
+impl Endpoint {
+    /// Parses `--base-url`.
+    pub fn parse(base_url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::BaseUrl {
+            url: base_url.to_string(),
+            reason: reason.to_string(),
+        };
+        let url = reqwest::Url::parse(base_url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(bad("expected http://HOST[:PORT][/v1] or https://..."));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("a base URL takes no query or fragment"));
+        }
+        let text = url.as_str().trim_end_matches('/');
+        let root = text.strip_suffix("/v1").unwrap_or(text).to_string();
+        Ok(Self { root })
+    }
+
+    /// `ROOT/v1/PATH`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/v1/{}", self.root, path.trim_start_matches('/'))
+    }
+
+    /// `ROOT/PATH`, for server endpoints outside `/v1`.
+    pub fn server(&self, path: &str) -> String {
+        format!("{}/{}", self.root, path.trim_start_matches('/'))
+    }
+}
+
+/// An API key that never shows in `Debug` output.
+#[derive(Clone, Default)]
+pub struct ApiKey(Option<String>);
+
+impl ApiKey {
+    /// Reads the key from the environment variable `var`; `None` when unset or empty.
+    pub fn from_env(var: &str) -> Self {
+        Self(std::env::var(var).ok().filter(|k| !k.is_empty()))
+    }
+
+    /// Whether a key is set.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "ApiKey(<redacted>)"
+        } else {
+            "ApiKey(None)"
+        })
+    }
+}
+
+/// What the client needs to know.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where the server is.
+    pub endpoint: Endpoint,
+    /// Chat or completions.
+    pub api: Api,
+    /// The model id sent in every request.
+    pub model: String,
+    /// Extra headers, `NAME:VALUE`.
+    pub headers: Vec<String>,
+    /// Sent as `Authorization: Bearer KEY` when set.
+    pub api_key: ApiKey,
+    /// Merged last into every request body (top-level keys replace ours).
+    pub extra_body: Option<serde_json::Map<String, Value>>,
+    /// Limit on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit from the send to the first output-bearing chunk; `None` for none.
+    pub first_token_timeout: Option<Duration>,
+    /// Limit from the send to the end of the stream; `None` for none.
+    pub total_timeout: Option<Duration>,
+    /// Bound on one SSE event, bytes.
+    pub max_event_bytes: usize,
+}
+
+/// The pooled client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    config: std::sync::Arc<ClientConfig>,
+}
+
+/// One streamed exchange as measured.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// When the request was handed to the connection.
+    pub sent: Instant,
+    /// When the stream ended or failed.
+    pub end: Instant,
+    /// What the stream did.
+    pub result: StreamResult,
+}
+
+impl Client {
+    /// Builds the pooled client.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let headers = default_headers(&config)?;
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(usize::MAX)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(config.connect_timeout)
+            .default_headers(headers)
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        Ok(Self {
+            http,
+            config: std::sync::Arc::new(config),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The underlying reqwest client (for `/tokenize`, `/metrics` and the like).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The first model id of `GET /v1/models`.
+    pub async fn first_model(&self) -> Result<String, ClientError> {
+        let url = self.config.endpoint.api("models");
+        let fail = |reason: String| ClientError::Models {
+            url: url.clone(),
+            reason,
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("http {}", status.as_u16())));
+        }
+        let body: Value = response.json().await.map_err(|e| fail(e.to_string()))?;
+        let id = body.pointer("/data/0/id").and_then(Value::as_str);
+        id.map(str::to_string)
+            .ok_or_else(|| fail("no model listed".to_string()))
+    }
+
+    /// The request body for `prompt` asking for exactly `max_tokens` tokens.
+    pub fn body(&self, prompt: &PromptBody, max_tokens: u32) -> Value {
+        let mut body = json!({
+            "model": self.config.model,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "ignore_eos": true,
+            "top_k": 1,
+        });
+        let prompt_value = match prompt {
+            PromptBody::Text(text) => json!(text),
+            PromptBody::TokenIds(ids) => json!(ids),
+        };
+        match self.config.api {
+            Api::Chat => body["messages"] = json!([{"role": "user", "content": prompt_value}]),
+            Api::Completions => body["prompt"] = prompt_value,
+        }
+        if let (Some(extra), Some(map)) = (&self.config.extra_body, body.as_object_mut()) {
+            map.extend(extra.clone());
+        }
+        body
+    }
+
+    fn url(&self) -> String {
+        match self.config.api {
+            Api::Chat => self.config.endpoint.api("chat/completions"),
+            Api::Completions => self.config.endpoint.api("completions"),
+        }
+    }
+
+    /// Sends `body` and reads the stream to its end, a timeout, or `cancel`.
+    pub async fn stream(&self, body: &Value, cancel: &CancellationToken) -> Exchange {
+        let request = self.http.post(self.url()).json(body);
+        let sent = Instant::now();
+        let mut timer = StreamTimer::new(self.config.max_event_bytes);
+        let deadlines = Deadlines::new(&self.config, sent);
+
+        let response = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled".to_string())),
+            r = timeout_at(deadlines.before_output(), request.send()) => match r {
+                Err(_) => Err(deadlines.expired(false)),
+                Ok(r) => r.map_err(send_failure),
+            },
+        };
+        match response {
+            Err((outcome, error)) => timer.set_failure(outcome, error),
+            Ok(response) if !response.status().is_success() => {
+                let (outcome, error) = http_failure(response).await;
+                timer.set_failure(outcome, error);
+            }
+            Ok(response) => read_body(response, &mut timer, &deadlines, cancel).await,
+        }
+
+        let end = Instant::now();
+        Exchange {
+            sent,
+            end,
+            result: timer.finish(),
+        }
+    }
+}
+
+/// The two timeouts of one exchange as instants.
+struct Deadlines {
+    first_token: Option<Instant>,
+    total: Option<Instant>,
+}
+
+/// Stands for "no deadline": far enough away to never fire in a run.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl Deadlines {
+    fn new(config: &ClientConfig, sent: Instant) -> Self {
+        Self {
+            first_token: config.first_token_timeout.map(|t| sent + t),
+            total: config.total_timeout.map(|t| sent + t),
+        }
+    }
+
+    fn after_output(&self) -> Instant {
+        self.total.unwrap_or_else(|| Instant::now() + FAR_FUTURE)
+    }
+
+    fn before_output(&self) -> Instant {
+        match self.first_token {
+            Some(first) => first.min(self.after_output()),
+            None => self.after_output(),
+        }
+    }
+
+    /// The outcome of a timeout that fired, given whether output had arrived.
+    fn expired(&self, has_output: bool) -> (Outcome, String) {
+        let first_fired = !has_output
+            && self
+                .first_token
+                .is_some_and(|f| self.total.is_none_or(|t| f <= t));
+        if first_fired {
+            let text = "no output before the first-token timeout (--first-token-timeout)";
+            (Outcome::Timeout(TimeoutKind::FirstToken), text.to_string())
+        } else {
+            let text = "stream not finished before the total timeout (--timeout)";
+            (Outcome::Timeout(TimeoutKind::Total), text.to_string())
+        }
+    }
+}
+
+async fn read_body(
+    mut response: reqwest::Response,
+    timer: &mut StreamTimer,
+    deadlines: &Deadlines,
+    cancel: &CancellationToken,
+) {
+    loop {
+        let deadline = match timer.has_output() {
+            true => deadlines.after_output(),
+            false => deadlines.before_output(),
+        };
+        let read = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                timer.set_failure(Outcome::Cancelled, "cancelled".to_string());
+                return;
+            }
+            r = timeout_at(deadline, response.chunk()) => r,
+        };
+        match read {
+            Err(_) => return set_failure(timer, deadlines.expired(timer.has_output())),
+            Ok(Err(err)) => return set_failure(timer, (Outcome::StreamCut, error_chain(&err))),
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(bytes))) => {
+                if timer.on_bytes(&bytes, Instant::now()) == Flow::Stop {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn set_failure(timer: &mut StreamTimer, (outcome, error): (Outcome, String)) {
+    timer.set_failure(outcome, error);
+}
+
+/// A failure before any response: connect timeout, refused, reset.
+fn send_failure(err: reqwest::Error) -> (Outcome, String) {
+    let text = error_chain(&err);
+    if err.is_timeout() && err.is_connect() {
+        (Outcome::Timeout(TimeoutKind::Connect), text)
+    } else {
+        (Outcome::Connect, text)
+    }
+}
+
+/// A non-2xx status, with the start of its body.
+async fn http_failure(mut response: reqwest::Response) -> (Outcome, String) {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let deadline = Instant::now() + ERROR_BODY_TIMEOUT;
+    while body.len() < ERROR_BODY_BYTES {
+        match timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
+            _ => break,
+        }
+    }
+    body.truncate(ERROR_BODY_BYTES);
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    let error = match text.is_empty() {
+        true => format!("http {status}"),
+        false => format!("http {status}: {text}"),
+    };
+    (Outcome::Http(status), error)
+}
+
+/// An error and its sources on one line (reqwest's own message is often just "error
+/// sending request"). URLs are included, headers never.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn default_headers(config: &ClientConfig) -> Result<HeaderMap, ClientError> {
+    let mut headers = HeaderMap::new();
+    for spec in &config.headers {
+        let bad = || ClientError::Header(spec.clone());
+        let (name, value) = spec.split_once(':').ok_or_else(bad)?;
+        let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+        headers.insert(name, value);
+    }
+    if let Some(key) = &config.api_key.0 {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| ClientError::ApiKey)?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_with_or_without_v1_gives_one_root() {
+        for url in [
+            "http://127.0.0.1:1919/v1",
+            "http://127.0.0.1:1919/v1/",
+            "http://127.0.0.1:1919",
+            "http://127.0.0.1:1919/",
+        ] {
+            let endpoint = Endpoint::parse(url).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(endpoint.root, "http://127.0.0.1:1919", "{url}");
+            assert_eq!(endpoint.api("models"), "http://127.0.0.1:1919/v1/models");
+            assert_eq!(endpoint.server("/metrics"), "http://127.0.0.1:1919/metrics");
+        }
+        let prefixed = Endpoint::parse("https://h/proxy/v1").map(|e| e.root).ok();
+        assert_eq!(prefixed.as_deref(), Some("https://h/proxy"));
+        assert!(Endpoint::parse("ftp://h").is_err());
+        assert!(Endpoint::parse("127.0.0.1:8000").is_err());
+    }
+
+    fn config(api: Api, extra: Option<&str>) -> ClientConfig {
+        ClientConfig {
+            endpoint: Endpoint {
+                root: "http://h".into(),
+            },
+            api,
+            model: "m".into(),
+            headers: vec!["X-Team: bench".into()],
+            api_key: ApiKey(Some("sk-secret".into())),
+            extra_body: extra.and_then(|e| serde_json::from_str(e).ok()),
+            connect_timeout: Duration::from_secs(1),
+            first_token_timeout: None,
+            total_timeout: None,
+            max_event_bytes: 1024,
+        }
+    }
+
+    #[test]
+    fn chat_body_is_the_seeds_and_extra_body_merges_last() {
+        let client = Client::new(config(Api::Chat, Some(r#"{"top_k": 5, "seed": 1}"#)));
+        let client = client.unwrap_or_else(|e| panic!("{e}"));
+        let body = client.body(&PromptBody::Text("hello".into()), 7);
+        assert_eq!(body["messages"][0]["role"], "user");
+        assert_eq!(body["messages"][0]["content"], "hello");
+        assert_eq!(body["max_tokens"], 7);
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["ignore_eos"], true);
+        assert_eq!(body["temperature"], 0);
+        assert_eq!(body["top_k"], 5);
+        assert_eq!(body["seed"], 1);
+    }
+
+    #[test]
+    fn completions_body_takes_token_ids() {
+        let client = Client::new(config(Api::Completions, None));
+        let client = client.unwrap_or_else(|e| panic!("{e}"));
+        let body = client.body(&PromptBody::TokenIds(vec![1, 2]), 3);
+        assert_eq!(body["prompt"], json!([1, 2]));
+        assert!(body.get("messages").is_none());
+        assert_eq!(client.url(), "http://h/v1/completions");
+    }
+
+    #[test]
+    fn api_key_is_redacted_in_debug() {
+        let text = format!("{:?}", config(Api::Chat, None));
+        assert!(!text.contains("sk-secret"), "{text}");
+        let client = Client::new(config(Api::Chat, None)).map(|c| format!("{c:?}"));
+        assert!(!client.unwrap_or_default().contains("sk-secret"));
+    }
+
+    #[test]
+    fn bad_header_is_named() {
+        let mut bad = config(Api::Chat, None);
+        bad.headers = vec!["no-colon".into()];
+        let err = Client::new(bad)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("no-colon"), "{err}");
+    }
+}
