@@ -11,6 +11,7 @@ pub mod replay;
 pub mod report;
 pub mod sim;
 pub mod trace;
+pub mod trace_input;
 
 /// Exit code: the run completed but a threshold (e.g. `--max-failed-ratio`) was exceeded.
 pub const EXIT_THRESHOLD_FAILED: u8 = 1;

@@ -6,6 +6,16 @@
 //! Timeline transforms, statistics and session links work on records, never on raw lines.
 //! No tokio here: reading a trace is synchronous.
 
+mod error;
+mod format;
+mod json;
+mod load;
 mod record;
+mod source;
+mod tabular;
+pub mod timeline;
 
+pub use error::{Problem, RecordError, TraceError};
+pub use format::{TRACEBENCH_DEFAULT_BLOCK_SIZE, TraceFormat};
+pub use load::{LoadOptions, LoadReport, LoadedTrace, OnInvalid, detect, load};
 pub use record::{PrefixBlocks, SessionLink, TraceRecord};

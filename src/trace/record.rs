@@ -20,6 +20,8 @@ pub struct TraceRecord {
     pub kind: Option<String>,
     /// 1-based line number in the source file (the header of a CSV is line 1).
     pub line: u64,
+    /// Whether `--max-input-tokens` or `--max-output-tokens` shortened this record.
+    pub clamped: bool,
 }
 
 /// The prompt's blocks: equal ids in two records mean an identical prefix block.
@@ -53,6 +55,7 @@ impl TraceRecord {
             session: None,
             kind: None,
             line,
+            clamped: false,
         }
     }
 }
