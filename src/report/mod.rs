@@ -3,9 +3,13 @@
 //! sweep tables. Numbers come from [`crate::metrics`]; nothing here recomputes them.
 //! [`write_run_reports`] is what a replay calls at its end.
 
+pub mod chart;
+pub mod compare;
 pub mod console;
 pub mod goodput;
 pub mod html;
+pub mod plots;
+pub mod rebuild;
 pub mod requests_csv;
 pub mod requests_jsonl;
 mod run_info;
@@ -84,7 +88,7 @@ pub fn write_run_reports(
     })?;
     write_file(&csv_path, csv)?;
 
-    let plots = Vec::new();
+    let plots = plots::run_plots(records);
     write_file(
         &dir.join("report.html"),
         html::render(run, &summary, &warnings, &plots),

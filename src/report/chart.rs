@@ -1,0 +1,202 @@
+//! A small chart description and its SVG rendering with `plotters` (SVG backend, no font
+//! files: plotters estimates text width and the browser draws `<text>` with its own fonts).
+//! A chart that cannot be drawn becomes a short note instead of failing the report.
+
+use plotters::prelude::*;
+
+/// Pixel size of one chart.
+pub const SIZE: (u32, u32) = (540, 330);
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Points joined by straight lines.
+    Line,
+    /// A step function: each value holds until the next point.
+    Step,
+    /// Unjoined dots.
+    Dots,
+    /// Bars from zero, each `width` wide in x units starting at its x.
+    Bars {
+        /// Bar width in x units, ×1e6 (integral so the mark stays `Eq`).
+        width_micro: u64,
+    },
+}
+
+/// One data series.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend text; empty for no legend entry.
+    pub name: String,
+    /// Colour index into the palette.
+    pub color: usize,
+    /// How it is drawn.
+    pub mark: Mark,
+    /// The data, in axis units.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    /// X axis description, with its unit.
+    pub x_label: String,
+    /// Y axis description, with its unit.
+    pub y_label: String,
+    /// Start the y axis at zero rather than at the data's minimum.
+    pub y_from_zero: bool,
+    /// The series, drawn in order.
+    pub series: Vec<Series>,
+}
+
+/// Colour-blind-safe palette (Okabe–Ito).
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
+
+/// The chart as an `<svg>` element (or a note saying why there is none).
+pub fn render(chart: &Chart) -> String {
+    let Some(ranges) = ranges(chart) else {
+        return note("no data");
+    };
+    let mut svg = String::new();
+    let drawn = draw(chart, ranges, &mut svg);
+    match drawn {
+        Ok(()) => svg,
+        Err(err) => {
+            tracing::warn!("a report plot could not be drawn: {err}");
+            note(&format!("plot unavailable: {err}"))
+        }
+    }
+}
+
+fn note(text: &str) -> String {
+    format!("<p><i>{}</i></p>", super::html::escape(text))
+}
+
+type Ranges = ((f64, f64), (f64, f64));
+
+/// The axes' ranges from the data, padded so no point sits on the frame.
+fn ranges(chart: &Chart) -> Option<Ranges> {
+    let points = chart.series.iter().flat_map(|s| s.points.iter());
+    let finite = points.filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
+    for &(x, y) in finite {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    for s in &chart.series {
+        if let Mark::Bars { width_micro } = s.mark {
+            x1 += width_micro as f64 / 1e6;
+        }
+    }
+    if !x0.is_finite() {
+        return None;
+    }
+    if chart.y_from_zero {
+        y0 = y0.min(0.0);
+    }
+    Some((pad(x0, x1), pad(y0, y1)))
+}
+
+fn pad(lo: f64, hi: f64) -> (f64, f64) {
+    let span = hi - lo;
+    if span <= 0.0 {
+        let half = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        return (lo - half, hi + half);
+    }
+    (
+        if lo == 0.0 { 0.0 } else { lo - span * 0.03 },
+        hi + span * 0.05,
+    )
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(chart: &Chart, ((x0, x1), (y0, y1)): Ranges, svg: &mut String) -> DrawResult {
+    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut ctx = ChartBuilder::on(&root)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(62)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    ctx.configure_mesh()
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(RGBColor(238, 238, 238))
+        .draw()?;
+
+    for series in &chart.series {
+        draw_series(&mut ctx, series)?;
+    }
+    if chart.series.iter().any(|s| !s.name.is_empty()) {
+        ctx.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+type Ctx<'a, 'b> = ChartContext<
+    'a,
+    SVGBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+fn draw_series(ctx: &mut Ctx<'_, '_>, series: &Series) -> DrawResult {
+    let color = PALETTE[series.color % PALETTE.len()];
+    let points = series
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let annotation = match series.mark {
+        Mark::Line => ctx.draw_series(LineSeries::new(points, color.stroke_width(2)))?,
+        Mark::Step => {
+            ctx.draw_series(LineSeries::new(step_points(points), color.stroke_width(2)))?
+        }
+        Mark::Dots => {
+            ctx.draw_series(points.map(|p| Circle::new(p, 2, color.mix(0.6).filled())))?
+        }
+        Mark::Bars { width_micro } => {
+            let width = width_micro as f64 / 1e6;
+            ctx.draw_series(points.map(|(x, y)| {
+                Rectangle::new([(x, 0.0), (x + width * 0.92, y)], color.mix(0.8).filled())
+            }))?
+        }
+    };
+    if !series.name.is_empty() {
+        annotation
+            .label(series.name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 14, y + 4)], color.filled()));
+    }
+    Ok(())
+}
+
+/// A step function's corner points: each value held until the next x.
+fn step_points(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    for (x, y) in points {
+        if let Some(&(_, prev_y)) = out.last() {
+            out.push((x, prev_y));
+        }
+        out.push((x, y));
+    }
+    out
+}
