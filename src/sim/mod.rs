@@ -1,2 +1,131 @@
-//! The simulated OpenAI-compatible server: an axum app plus `serve(listener, shutdown)`,
-//! with fixed and engine timing models and fault injection.
+//! The simulated OpenAI-compatible server: the default target of `tracebench replay --sim`
+//! and the test bench of tracebench itself. A library first: [`app`] builds the axum
+//! router, [`serve`] runs it on a listener until a shutdown future fires, and [`spawn`]
+//! starts one on `127.0.0.1:0` for tests. Timing is `fixed` (constant TTFT and ITL) or
+//! `engine` (a continuous-batching model with a prefix cache); faults are injected per
+//! request. Responses are written by hand here and share no types with the client.
+
+mod api;
+mod chunk_log;
+mod config;
+mod engine;
+pub mod faults;
+mod kv;
+mod metrics;
+mod server;
+mod sse;
+mod stream;
+
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+pub use chunk_log::{ChunkKind, ChunkRecord, unix_ns_now};
+pub use config::*;
+pub use faults::{FaultKind, FaultRule, Trigger};
+pub use metrics::SimMetrics;
+pub use server::{SimError, SimState, app};
+
+/// After the shutdown signal, how long in-flight responses may go on before the server
+/// stops anyway (a 2-hour stream must not hold a Ctrl-C hostage).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the simulator on `listener` until `shutdown` completes, then lets in-flight
+/// responses finish for up to [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: TcpListener,
+    config: SimConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let state = SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    serve_state(listener, state, shutdown).await
+}
+
+/// [`serve`] with a state built beforehand (to read its metrics and chunk log).
+pub async fn serve_state(
+    listener: TcpListener,
+    state: SimState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let stopping = Arc::new(Notify::new());
+    let notify = stopping.clone();
+    let signal = async move {
+        shutdown.await;
+        notify.notify_one();
+    };
+    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+
+    let result = tokio::select! {
+        r = server.into_future() => r,
+        () = grace => Ok(()),
+    };
+    state.flush_chunk_log()?;
+    result
+}
+
+/// A simulator running in the background on a loopback port.
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: SimState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (append `/v1/...` for the API).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The server state: metrics, chunk records, settings.
+    pub fn state(&self) -> &SimState {
+        &self.state
+    }
+
+    /// Stops accepting, lets in-flight responses finish (bounded), and waits.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        drop(self.stop.take());
+        match self.task.take() {
+            Some(task) => task.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+/// Starts a simulator on `127.0.0.1:0` on the current tokio runtime. Dropping the handle
+/// shuts it down too.
+pub fn spawn(config: SimConfig) -> io::Result<SimHandle> {
+    let state = SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(std_listener)?;
+    let addr = listener.local_addr()?;
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(serve_state(listener, state.clone(), shutdown));
+    Ok(SimHandle { addr, state, stop: Some(stop), task: Some(task) })
+}

@@ -1,0 +1,118 @@
+//! When the simulator wrote each chunk: an optional in-memory list (read by tests and
+//! benchmarks through `SimHandle`) and an optional JSONL file. Times are Unix-epoch
+//! nanoseconds so another process (the client under test) can compare them with its own.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What a logged moment was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// The request arrived (handler entered).
+    Received,
+    /// The role-only first chat chunk was written.
+    Role,
+    /// A content chunk was written (`token_index` counts from 1).
+    Token,
+    /// The usage chunk was written.
+    Usage,
+    /// `data: [DONE]` was written (or the non-streaming body was returned).
+    Done,
+}
+
+impl ChunkKind {
+    /// The name written to the JSONL log.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkKind::Received => "received",
+            ChunkKind::Role => "role",
+            ChunkKind::Token => "token",
+            ChunkKind::Usage => "usage",
+            ChunkKind::Done => "done",
+        }
+    }
+}
+
+/// One logged moment of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// The response id (`chatcmpl-7`).
+    pub request_id: Arc<str>,
+    /// The client's `x-request-id` header; `None` when absent.
+    pub client_request_id: Option<Arc<str>>,
+    /// What happened.
+    pub kind: ChunkKind,
+    /// Content tokens written so far, including this chunk.
+    pub token_index: u32,
+    /// When, in nanoseconds since the Unix epoch.
+    pub unix_ns: u64,
+}
+
+impl ChunkRecord {
+    /// The record as one JSON object (a JSONL line without the newline).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "request_id": &*self.request_id,
+            "client_request_id": self.client_request_id.as_deref(),
+            "event": self.kind.name(),
+            "token_index": self.token_index,
+            "unix_ns": self.unix_ns,
+        })
+    }
+}
+
+/// The sinks chunk records go to.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkLog {
+    memory: Option<Mutex<Vec<ChunkRecord>>>,
+    file: Option<Mutex<BufWriter<File>>>,
+}
+
+impl ChunkLog {
+    /// A log keeping records in memory if `memory`, and appending to `path` if given.
+    pub(crate) fn open(memory: bool, path: Option<&Path>) -> io::Result<Option<ChunkLog>> {
+        if !memory && path.is_none() {
+            return Ok(None);
+        }
+        let file = match path {
+            Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
+            None => None,
+        };
+        Ok(Some(ChunkLog { memory: memory.then(Mutex::default), file }))
+    }
+
+    /// Records `record` (stamped now by the caller).
+    pub(crate) fn push(&self, record: ChunkRecord) {
+        if let Some(file) = &self.file
+            && let Ok(mut w) = file.lock()
+        {
+            let _ = writeln!(w, "{}", record.to_json());
+        }
+        if let Some(memory) = &self.memory
+            && let Ok(mut v) = memory.lock()
+        {
+            v.push(record);
+        }
+    }
+
+    /// A copy of the in-memory records (empty when not kept).
+    pub(crate) fn records(&self) -> Vec<ChunkRecord> {
+        self.memory.as_ref().and_then(|m| m.lock().ok().map(|v| v.clone())).unwrap_or_default()
+    }
+
+    /// Flushes the file, if any.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.lock().map_or(Ok(()), |mut w| w.flush()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_ns_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}

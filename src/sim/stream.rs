@@ -1,0 +1,336 @@
+//! One response in flight: where its tokens come from (a fixed schedule or the engine) and
+//! how they become bytes, streamed as SSE or collected into one JSON body, with the
+//! request's fault applied at the right token. A stream is a state machine polled by hyper:
+//! queued frames go out first; when none are queued it waits for the next token.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::chunk_log::{ChunkKind, ChunkLog, ChunkRecord, unix_ns_now};
+use super::engine::TokenEvent;
+use super::faults::FaultKind;
+use super::metrics::SimMetrics;
+use super::sse::{self, ChunkHeader, Endpoint, Usage};
+
+/// Where a request's tokens come from.
+#[derive(Debug)]
+pub(crate) enum TokenSource {
+    /// Token n (from 0) is due at `first_at + n * itl`, whatever the load.
+    Fixed {
+        /// When the first token is due.
+        first_at: Instant,
+        /// Time between tokens.
+        itl: Duration,
+        /// Tokens produced so far.
+        produced: u32,
+    },
+    /// The engine task sends each token when its step ends.
+    Engine {
+        /// The engine's channel for this request.
+        rx: mpsc::UnboundedReceiver<TokenEvent>,
+        /// Prompt tokens the engine served from its prefix cache.
+        cached_tokens: u32,
+    },
+}
+
+impl TokenSource {
+    /// Waits for the next token; false if the engine gave up on the request.
+    async fn next(&mut self) -> bool {
+        match self {
+            TokenSource::Fixed { first_at, itl, produced } => {
+                tokio::time::sleep_until(*first_at + *itl * *produced).await;
+                *produced += 1;
+                true
+            }
+            TokenSource::Engine { rx, cached_tokens } => match rx.recv().await {
+                Some(event) => {
+                    *cached_tokens = event.cached_tokens;
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn cached_tokens(&self) -> u32 {
+        match self {
+            TokenSource::Fixed { .. } => 0,
+            TokenSource::Engine { cached_tokens, .. } => *cached_tokens,
+        }
+    }
+
+    fn is_fixed(&self) -> bool {
+        matches!(self, TokenSource::Fixed { .. })
+    }
+}
+
+/// Counts a fixed-mode request as running while it exists (the engine counts its own).
+#[derive(Debug)]
+pub(crate) struct RunningGuard(Arc<SimMetrics>);
+
+impl RunningGuard {
+    pub(crate) fn new(metrics: Arc<SimMetrics>) -> Self {
+        metrics.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(metrics)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything about one accepted generation request except its token source.
+#[derive(Debug)]
+pub(crate) struct Job {
+    /// Id, model, endpoint.
+    pub(crate) header: ChunkHeader,
+    /// The response id, shared by chunk records.
+    pub(crate) request_id: Arc<str>,
+    /// The client's `x-request-id`.
+    pub(crate) client_request_id: Option<Arc<str>>,
+    /// Prompt tokens; `None` without a tokenizer.
+    pub(crate) prompt_tokens: Option<u32>,
+    /// Tokens to generate.
+    pub(crate) max_tokens: u32,
+    /// Whether a usage chunk ends the stream.
+    pub(crate) include_usage: bool,
+    /// The fault picked for this request.
+    pub(crate) fault: Option<FaultKind>,
+    /// The text of every token.
+    pub(crate) word: Arc<str>,
+    /// Shared counters.
+    pub(crate) metrics: Arc<SimMetrics>,
+    /// Where chunk times go.
+    pub(crate) log: Option<Arc<ChunkLog>>,
+    /// Keeps the fixed-mode running gauge up while the response lives (held, never read).
+    pub(crate) _running: Option<RunningGuard>,
+}
+
+impl Job {
+    /// Records `kind` at `token_index` now, if chunk logging is on.
+    pub(crate) fn log(&self, kind: ChunkKind, token_index: u32) {
+        if let Some(log) = &self.log {
+            log.push(ChunkRecord {
+                request_id: self.request_id.clone(),
+                client_request_id: self.client_request_id.clone(),
+                kind,
+                token_index,
+                unix_ns: unix_ns_now(),
+            });
+        }
+    }
+
+    fn usage(&self, completion_tokens: u32, cached_tokens: u32) -> Usage {
+        Usage { prompt_tokens: self.prompt_tokens, completion_tokens, cached_tokens }
+    }
+}
+
+/// One thing a stream does next.
+#[derive(Debug)]
+enum Frame {
+    /// Write these bytes; log them as `kind` at token index `index`.
+    Data(ChunkKind, u32, Bytes),
+    /// Write these bytes without logging (faults).
+    Raw(Bytes),
+    /// Write nothing for this long.
+    Sleep(Duration),
+}
+
+/// A streaming response being written.
+#[derive(Debug)]
+pub(crate) struct SseStream {
+    job: Job,
+    source: TokenSource,
+    sent: u32,
+    finished: bool,
+    pending: VecDeque<Frame>,
+    token_chunk: Bytes,
+    last_chunk: Bytes,
+}
+
+impl SseStream {
+    /// A stream for `job` fed by `source`.
+    pub(crate) fn new(job: Job, source: TokenSource) -> Self {
+        let token_chunk = job.header.token_event(&job.word, false);
+        let last_chunk = job.header.token_event(&job.word, true);
+        SseStream {
+            job,
+            source,
+            sent: 0,
+            finished: false,
+            pending: VecDeque::new(),
+            token_chunk,
+            last_chunk,
+        }
+    }
+
+    /// The HTTP response: `text/event-stream`, body polled frame by frame.
+    pub(crate) fn into_response(self) -> Response {
+        let frames = futures::stream::unfold(self, |mut s| async move {
+            let item = s.next_bytes().await?;
+            Some((item, s))
+        });
+        let headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache")];
+        (headers, Body::from_stream(frames)).into_response()
+    }
+
+    /// The next bytes to write; `None` at the end, an error to abort the connection.
+    async fn next_bytes(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            match self.pending.pop_front() {
+                Some(Frame::Sleep(d)) => tokio::time::sleep(d).await,
+                Some(Frame::Raw(bytes)) => return Some(Ok(self.with_keep_alive(bytes))),
+                Some(Frame::Data(kind, index, bytes)) => {
+                    self.job.log(kind, index);
+                    return Some(Ok(self.with_keep_alive(bytes)));
+                }
+                None if self.finished => return None,
+                None => {
+                    if let Err(err) = self.advance().await {
+                        return Some(Err(err));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the fault due after `sent` tokens, then queues the next token or the end.
+    async fn advance(&mut self) -> io::Result<()> {
+        self.apply_fault()?;
+        if self.finished {
+            return Ok(());
+        }
+        if self.sent == self.job.max_tokens {
+            self.queue_end();
+            return Ok(());
+        }
+
+        if !self.source.next().await {
+            return Err(io::Error::other("the engine dropped the request"));
+        }
+        if self.sent == 0 {
+            self.queue_first();
+        }
+        self.sent += 1;
+        let last = self.sent == self.job.max_tokens;
+        let bytes = if last { self.last_chunk.clone() } else { self.token_chunk.clone() };
+        self.pending.push_back(Frame::Data(ChunkKind::Token, self.sent, bytes));
+        if self.source.is_fixed() {
+            SimMetrics::add(&self.job.metrics.generation_tokens, 1);
+        }
+        Ok(())
+    }
+
+    /// The role chunk (chat) and the first-content delay fault.
+    fn queue_first(&mut self) {
+        if self.job.header.endpoint == Endpoint::Chat {
+            self.pending.push_back(Frame::Data(ChunkKind::Role, 0, self.job.header.role_event()));
+        }
+        if let Some(FaultKind::FirstDelay { duration }) = self.job.fault {
+            self.pending.push_back(Frame::Sleep(duration));
+        }
+    }
+
+    /// The fault whose token count is `sent`, if any: queues frames or aborts.
+    fn apply_fault(&mut self) -> io::Result<()> {
+        let sent = self.sent;
+        match self.job.fault {
+            Some(FaultKind::Cut { after_tokens }) if after_tokens == sent => {
+                Err(io::Error::other("simulated fault: stream cut"))
+            }
+            Some(FaultKind::ErrorEvent { after_tokens }) if after_tokens == sent => {
+                self.pending.push_back(Frame::Raw(sse::error_event()));
+                self.pending.push_back(Frame::Data(ChunkKind::Done, sent, Bytes::from_static(sse::DONE)));
+                self.finished = true;
+                Ok(())
+            }
+            Some(FaultKind::Stall { duration, after_tokens }) if after_tokens == sent => {
+                self.pending.push_back(Frame::Sleep(duration));
+                Ok(())
+            }
+            Some(FaultKind::Malformed { after_tokens }) if after_tokens == sent => {
+                self.pending.push_back(Frame::Raw(Bytes::from_static(sse::MALFORMED)));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The usage chunk (if asked for) and `[DONE]`.
+    fn queue_end(&mut self) {
+        if self.job.include_usage {
+            let usage = self.job.usage(self.sent, self.source.cached_tokens());
+            let bytes = self.job.header.usage_event(usage);
+            self.pending.push_back(Frame::Data(ChunkKind::Usage, self.sent, bytes));
+        }
+        self.pending.push_back(Frame::Data(ChunkKind::Done, self.sent, Bytes::from_static(sse::DONE)));
+        if self.source.is_fixed() {
+            SimMetrics::add(&self.job.metrics.requests_finished, 1);
+        }
+        self.finished = true;
+    }
+
+    /// `bytes`, preceded by a comment line under the keep-alive fault.
+    fn with_keep_alive(&self, bytes: Bytes) -> Bytes {
+        if self.job.fault != Some(FaultKind::KeepAlive) {
+            return bytes;
+        }
+        let mut joined = Vec::with_capacity(sse::KEEP_ALIVE.len() + bytes.len());
+        joined.extend_from_slice(sse::KEEP_ALIVE);
+        joined.extend_from_slice(&bytes);
+        Bytes::from(joined)
+    }
+}
+
+/// Generates every token, then answers with one JSON body; faults map to their
+/// non-streaming form (stall and delays wait, a cut aborts the body, an error event becomes
+/// a 500, a malformed chunk a truncated body).
+pub(crate) async fn collect(job: Job, mut source: TokenSource) -> Response {
+    for sent in 0..=job.max_tokens {
+        match job.fault {
+            Some(FaultKind::Cut { after_tokens }) if after_tokens == sent => return aborted_body(),
+            Some(FaultKind::ErrorEvent { after_tokens }) if after_tokens == sent => {
+                let body = sse::error_json(500, "InternalServerError", "simulated fault: generation failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+            }
+            Some(FaultKind::Stall { duration, after_tokens }) if after_tokens == sent => {
+                tokio::time::sleep(duration).await;
+            }
+            Some(FaultKind::Malformed { after_tokens }) if after_tokens == sent => {
+                return (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"cmpl-").into_response();
+            }
+            Some(FaultKind::FirstDelay { duration }) if sent == 1 => tokio::time::sleep(duration).await,
+            _ => {}
+        }
+        if sent < job.max_tokens && !source.next().await {
+            return aborted_body();
+        }
+    }
+
+    if source.is_fixed() {
+        SimMetrics::add(&job.metrics.generation_tokens, u64::from(job.max_tokens));
+        SimMetrics::add(&job.metrics.requests_finished, 1);
+    }
+    let text = job.word.repeat(job.max_tokens as usize);
+    let body = job.header.full_body(&text, job.usage(job.max_tokens, source.cached_tokens()));
+    job.log(ChunkKind::Done, job.max_tokens);
+    axum::Json(body).into_response()
+}
+
+/// A 200 whose body fails at once, so the connection is aborted mid-response.
+fn aborted_body() -> Response {
+    let failing = futures::stream::once(async { Err::<Bytes, _>(io::Error::other("simulated fault: cut")) });
+    (StatusCode::OK, Body::from_stream(failing)).into_response()
+}
