@@ -16,7 +16,7 @@ pub struct Plot {
     pub svg: String,
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}\
+pub(super) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}\
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}\
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
 th:first-child,td:first-child{text-align:left}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em;margin:.5em 0}\
@@ -166,7 +166,7 @@ fn latency_table(out: &mut String, s: &Summary) {
     out.push_str("</table>\n");
 }
 
-fn plots_block(out: &mut String, plots: &[Plot]) {
+pub(super) fn plots_block(out: &mut String, plots: &[Plot]) {
     if plots.is_empty() {
         return;
     }

@@ -14,6 +14,7 @@ pub mod requests_csv;
 pub mod requests_jsonl;
 mod run_info;
 pub mod summary_json;
+pub mod sweep;
 pub mod tics;
 pub mod warnings;
 
