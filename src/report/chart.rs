@@ -5,7 +5,7 @@
 use plotters::prelude::*;
 
 /// Pixel size of one chart.
-pub const SIZE: (u32, u32) = (540, 330);
+pub const SIZE: (u32, u32) = (540, 300);
 
 /// How a series is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub enum Mark {
     Step,
     /// Unjoined dots.
     Dots,
+    /// Unjoined crosses, for points that must stand out (failures).
+    Crosses,
     /// Bars from zero, each `width` wide in x units starting at its x.
     Bars {
         /// Bar width in x units, ×1e6 (integral so the mark stays `Eq`).
@@ -136,6 +138,10 @@ fn draw(chart: &Chart, ((x0, x1), (y0, y1)): Ranges, svg: &mut String) -> DrawRe
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .light_line_style(RGBColor(238, 238, 238))
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .draw()?;
 
     for series in &chart.series {
@@ -174,6 +180,9 @@ fn draw_series(ctx: &mut Ctx<'_, '_>, series: &Series) -> DrawResult {
         Mark::Dots => {
             ctx.draw_series(points.map(|p| Circle::new(p, 2, color.mix(0.6).filled())))?
         }
+        Mark::Crosses => {
+            ctx.draw_series(points.map(|p| Cross::new(p, 4, color.stroke_width(2))))?
+        }
         Mark::Bars { width_micro } => {
             let width = width_micro as f64 / 1e6;
             ctx.draw_series(points.map(|(x, y)| {
@@ -187,6 +196,25 @@ fn draw_series(ctx: &mut Ctx<'_, '_>, series: &Series) -> DrawResult {
             .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 14, y + 4)], color.filled()));
     }
     Ok(())
+}
+
+/// An axis tick label: no trailing zeros, at most two decimals (`2000`, `0.25`, `12.5`).
+fn tick(value: &f64) -> String {
+    let text = if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    };
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 /// A step function's corner points: each value held until the next x.

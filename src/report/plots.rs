@@ -127,7 +127,7 @@ fn latency_over_time(records: &[RequestRecord], metrics: &[RequestMetrics]) -> C
         series("TTFT", 1, Mark::Dots, at_send(|m| m.ttft_ms)),
     ];
     if !failed.is_empty() {
-        all.push(series("failed (time to failure)", 3, Mark::Dots, failed));
+        all.push(series("failed (time to failure)", 3, Mark::Crosses, failed));
     }
     Chart {
         x_label: "send time (s from run start)".to_string(),
