@@ -11,7 +11,9 @@ mod format;
 mod json;
 mod load;
 mod record;
+pub mod sessions;
 mod source;
+pub mod stats;
 mod tabular;
 pub mod timeline;
 
