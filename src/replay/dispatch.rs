@@ -1,0 +1,805 @@
+//! The one dispatch loop: walks the plan in order, waits for each entry's absolute deadline
+//! (never a relative sleep), takes a concurrency slot when capped, and starts the request on
+//! the response runtime. Session children wait on their parent in their own task, so a
+//! slow parent never holds back unrelated requests. Closed-loop runs are the same loop with
+//! every offset zero and a cap: each freed slot lets the next entry go.
+//!
+//! Every plan entry yields exactly one [`RequestRecord`] on the sink: measured, cancelled
+//! (in flight when the grace period ran out) or skipped (never sent). Prompts are built
+//! ahead of the loop on a blocking thread, at most `lookahead` entries ahead.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::pacer::Pacer;
+use super::{Outcome, RequestRecord};
+use crate::client::{Client, Exchange, PromptBody};
+use crate::prompt::Tokenizer;
+use crate::schedule::{Plan, PlanEntry, WaitKind};
+use crate::trace::TraceRecord;
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The prompt.
+    pub prompt: PromptBody,
+    /// `max_tokens`: the record's output length.
+    pub max_tokens: u32,
+}
+
+/// Sends one request and reads its stream (the HTTP client, or a fake in tests).
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `job`, reading until the end of the stream or `cancel`.
+    fn exchange(
+        &self,
+        job: Job,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Exchange> + Send;
+}
+
+impl Transport for Client {
+    async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
+        let body = self.body(&job.prompt, job.max_tokens);
+        self.stream(&body, &cancel).await
+    }
+}
+
+/// Builds the prompt of one record (the prompt synthesiser, or a stub in tests).
+pub trait PromptSource: Send + Sync + 'static {
+    /// The prompt for `record`, or why it cannot be built.
+    fn prompt(&self, record: &TraceRecord) -> Result<PromptBody, String>;
+}
+
+/// Counters the progress display reads while the run goes on.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Entries the loop has passed (sent, queued for a slot, waiting on a parent or skipped).
+    pub dispatched: AtomicUsize,
+    /// Requests handed to the connection.
+    pub sent: AtomicUsize,
+    /// Requests finished (any outcome, skipped ones included).
+    pub done: AtomicUsize,
+    /// Sent and not yet finished.
+    pub in_flight: AtomicUsize,
+    /// Due but waiting for a concurrency slot.
+    pub queued: AtomicUsize,
+    /// Requests that received a first token.
+    pub first_tokens: AtomicUsize,
+    /// Output chunks after the first.
+    pub decode_tokens: AtomicUsize,
+}
+
+/// How to dispatch.
+#[derive(Clone)]
+pub struct DispatchOptions {
+    /// Cap on requests in flight; `None` for no cap.
+    pub max_concurrency: Option<usize>,
+    /// How many prompts may be built ahead of the loop.
+    pub lookahead: usize,
+    /// How long in-flight requests may finish after a stop before they are cancelled.
+    pub grace: Duration,
+    /// Delay from the call to the first deadline, for the first prompts to be built.
+    pub lead_in: Duration,
+    /// How deadlines are waited for.
+    pub pacer: Pacer,
+    /// Counts output tokens when the server sends no usage.
+    pub tokenizer: Option<Arc<dyn Tokenizer>>,
+}
+
+/// What the loop ended with.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchEnd {
+    /// The run start: `*_s` fields of the records count from here.
+    pub start: Instant,
+    /// Whether dispatch was stopped before the plan was done.
+    pub stopped: bool,
+}
+
+/// How a parent ended, for its children.
+#[derive(Debug, Clone, Copy)]
+struct ParentDone {
+    /// Send offset from the run start.
+    sent: Duration,
+    /// End offset from the run start.
+    end: Duration,
+    /// Whether it succeeded.
+    ok: bool,
+}
+
+type ParentSlot = watch::Sender<Option<ParentDone>>;
+
+/// What every request task shares.
+struct Shared<T, P> {
+    plan: Arc<Plan>,
+    records: Arc<[TraceRecord]>,
+    prompts: Arc<P>,
+    transport: Arc<T>,
+    sink: mpsc::UnboundedSender<RequestRecord>,
+    live: Arc<Live>,
+    start: Instant,
+    permits: Option<Arc<Semaphore>>,
+    /// Per plan entry: the channel its children wait on (`None` without children).
+    parents: Vec<Option<ParentSlot>>,
+    /// Stop dispatching (Ctrl-C): nothing more is sent.
+    stop: CancellationToken,
+    /// Cancel requests in flight (after the grace period).
+    cancel: CancellationToken,
+    tokenizer: Option<Arc<dyn Tokenizer>>,
+}
+
+/// When and how a request is sent, decided before it is.
+struct Admission {
+    /// Effective scheduled offset (after any session wait).
+    scheduled: Duration,
+    session_wait: Option<Duration>,
+    parent_failed: bool,
+    /// Slot already held, with its queue wait.
+    permit: Option<(OwnedSemaphorePermit, Duration)>,
+}
+
+/// What to dispatch: the plan, its records, and how to build and send each request.
+pub struct DispatchInput<T, P> {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// The records the plan indexes.
+    pub records: Arc<[TraceRecord]>,
+    /// Builds each prompt.
+    pub prompts: Arc<P>,
+    /// Sends each request.
+    pub transport: Arc<T>,
+    /// How to dispatch.
+    pub options: DispatchOptions,
+}
+
+/// Runs the plan to its end or until `stop` fires, then waits for requests in flight
+/// (at most `options.grace` after a stop). Request tasks run on `runtime`; every record
+/// goes to `sink` as its request ends.
+pub async fn dispatch<T: Transport, P: PromptSource>(
+    input: DispatchInput<T, P>,
+    stop: CancellationToken,
+    runtime: Handle,
+    sink: mpsc::UnboundedSender<RequestRecord>,
+    live: Arc<Live>,
+) -> DispatchEnd {
+    let DispatchInput {
+        plan,
+        records,
+        prompts,
+        transport,
+        options,
+    } = input;
+    let shared = Arc::new(Shared {
+        parents: parent_slots(&plan),
+        permits: options
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+        start: Instant::now() + options.lead_in,
+        cancel: CancellationToken::new(),
+        plan,
+        records,
+        prompts,
+        transport,
+        sink,
+        live,
+        stop,
+        tokenizer: options.tokenizer.clone(),
+    });
+    let mut tasks = JoinSet::new();
+    let handled = run_loop(&shared, &options, &runtime, &mut tasks).await;
+
+    skip_unhandled(&shared, &handled);
+    let stopped = shared.stop.is_cancelled();
+    finish_tasks(&shared, &mut tasks, options.grace).await;
+    DispatchEnd {
+        start: shared.start,
+        stopped,
+    }
+}
+
+/// The loop proper. Returns which entries it (or a task it started) took charge of.
+async fn run_loop<T: Transport, P: PromptSource>(
+    shared: &Arc<Shared<T, P>>,
+    options: &DispatchOptions,
+    runtime: &Handle,
+    tasks: &mut JoinSet<()>,
+) -> Vec<bool> {
+    let entries = &shared.plan.entries;
+    let mut handled = vec![false; entries.len()];
+
+    // `think` children are released by their parent, not by the clock: start them now.
+    for (index, entry) in entries.iter().enumerate() {
+        if is_think(entry) {
+            handled[index] = true;
+            tasks.spawn_on(run_child(shared.clone(), index, None), runtime);
+        }
+    }
+
+    let mut prompts = spawn_prompt_builder(shared, options.lookahead, runtime);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => None,
+            next = prompts.recv() => next,
+        };
+        let Some((index, prompt)) = next else { break };
+        let deadline = shared.start + entries[index].offset;
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            _ = options.pacer.wait_until(deadline) => {}
+        }
+        handled[index] = true;
+        shared.live.dispatched.fetch_add(1, Ordering::Relaxed);
+        if !launch(shared, index, prompt, runtime, tasks).await {
+            break;
+        }
+    }
+    handled
+}
+
+/// Starts entry `index` whose deadline has come. Returns false when a stop interrupted it.
+async fn launch<T: Transport, P: PromptSource>(
+    shared: &Arc<Shared<T, P>>,
+    index: usize,
+    prompt: Result<PromptBody, String>,
+    runtime: &Handle,
+    tasks: &mut JoinSet<()>,
+) -> bool {
+    let prompt = match prompt {
+        Ok(prompt) => prompt,
+        Err(error) => {
+            shared.finish_unsent(index, format!("prompt: {error}"));
+            return true;
+        }
+    };
+    if shared.plan.entries[index].wait.is_some() {
+        tasks.spawn_on(run_child(shared.clone(), index, Some(prompt)), runtime);
+        return true;
+    }
+
+    // Roots take their slot in the loop, so a capped run never holds more than one
+    // waiting prompt, and slots go out in plan order.
+    let due = shared.start + shared.plan.entries[index].offset;
+    let Some(permit) = shared.acquire(due).await else {
+        shared.finish_unsent(index, "stopped before a slot was free".to_string());
+        return false;
+    };
+    let admission = Admission {
+        scheduled: shared.plan.entries[index].offset,
+        session_wait: None,
+        parent_failed: false,
+        permit,
+    };
+    tasks.spawn_on(send(shared.clone(), index, prompt, admission), runtime);
+    true
+}
+
+/// A session child: waits for its parent, then for its release time, then is sent.
+async fn run_child<T: Transport, P: PromptSource>(
+    shared: Arc<Shared<T, P>>,
+    index: usize,
+    prompt: Option<PromptBody>,
+) {
+    let entry = &shared.plan.entries[index];
+    let Some(wait) = entry.wait else { return };
+    let Some(parent) = shared.wait_parent(wait.parent).await else {
+        return shared.finish_unsent(index, "stopped before the parent finished".to_string());
+    };
+
+    let release = match parent.ok {
+        true => wait.kind.release(entry.offset, parent.sent, parent.end),
+        false => entry.offset,
+    };
+    let prompt = match prompt {
+        Some(prompt) => Ok(prompt),
+        None => shared.build_prompt(index).await,
+    };
+    let sleep = tokio::time::sleep_until(shared.start + release);
+    tokio::select! {
+        biased;
+        _ = shared.stop.cancelled() => {
+            return shared.finish_unsent(index, "stopped before release".to_string());
+        }
+        _ = sleep => {}
+    }
+    let prompt = match prompt {
+        Ok(prompt) => prompt,
+        Err(error) => return shared.finish_unsent(index, format!("prompt: {error}")),
+    };
+
+    let Some(permit) = shared.acquire(shared.start + release).await else {
+        return shared.finish_unsent(index, "stopped before a slot was free".to_string());
+    };
+    let admission = Admission {
+        scheduled: release,
+        session_wait: Some(release.saturating_sub(entry.offset)),
+        parent_failed: !parent.ok,
+        permit,
+    };
+    send(shared.clone(), index, prompt, admission).await;
+}
+
+/// Sends one request and records it.
+async fn send<T: Transport, P: PromptSource>(
+    shared: Arc<Shared<T, P>>,
+    index: usize,
+    prompt: PromptBody,
+    admission: Admission,
+) {
+    let record = &shared.records[shared.plan.entries[index].record];
+    let job = Job {
+        prompt,
+        max_tokens: record.output_tokens,
+    };
+    shared.live.sent.fetch_add(1, Ordering::Relaxed);
+    shared.live.in_flight.fetch_add(1, Ordering::Relaxed);
+    let exchange = shared.transport.exchange(job, shared.cancel.clone()).await;
+    shared.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let (permit, queue_wait) = admission.permit.unzip();
+    drop(permit);
+
+    let mut out = shared.measured(index, &exchange, admission.scheduled);
+    out.queue_wait_ms = queue_wait.map(|w| w.as_secs_f64() * 1e3);
+    out.session_wait_ms = admission.session_wait.map(|w| w.as_secs_f64() * 1e3);
+    out.parent_failed = admission.parent_failed;
+    let chunks = exchange.result.chunk_times.len();
+    if chunks > 0 {
+        shared.live.first_tokens.fetch_add(1, Ordering::Relaxed);
+        shared
+            .live
+            .decode_tokens
+            .fetch_add(chunks - 1, Ordering::Relaxed);
+    }
+    shared.finish(index, out, Some((exchange.sent, exchange.end)));
+}
+
+impl<T: Transport, P: PromptSource> Shared<T, P> {
+    /// A concurrency slot and the time from `due` until it was had; `Some(None)` without a
+    /// cap, `None` when stopped while waiting.
+    async fn acquire(&self, due: Instant) -> Option<Option<(OwnedSemaphorePermit, Duration)>> {
+        let Some(permits) = &self.permits else {
+            return Some(None);
+        };
+        if let Ok(permit) = permits.clone().try_acquire_owned() {
+            return Some(Some((
+                permit,
+                Instant::now().saturating_duration_since(due),
+            )));
+        }
+        self.live.queued.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            permit = permits.clone().acquire_owned() => permit.ok(),
+        };
+        self.live.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(Some((
+            permit?,
+            Instant::now().saturating_duration_since(due),
+        )))
+    }
+
+    async fn wait_parent(&self, parent: usize) -> Option<ParentDone> {
+        let mut rx = self.parents[parent].as_ref()?.subscribe();
+        tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => None,
+            done = rx.wait_for(Option::is_some) => done.ok().and_then(|d| *d),
+        }
+    }
+
+    async fn build_prompt(self: &Arc<Self>, index: usize) -> Result<PromptBody, String> {
+        let shared = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let record = &shared.records[shared.plan.entries[index].record];
+            shared.prompts.prompt(record)
+        });
+        built
+            .await
+            .unwrap_or_else(|e| Err(format!("prompt task failed: {e}")))
+    }
+
+    fn seconds(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.start).as_secs_f64()
+    }
+
+    /// The record of a request that was sent.
+    fn measured(&self, index: usize, exchange: &Exchange, scheduled: Duration) -> RequestRecord {
+        let mut out = self.unsent(index, Outcome::Ok, None);
+        let result = &exchange.result;
+        let counted = result.completion_tokens(self.tokenizer.as_deref());
+        out.scheduled_s = scheduled.as_secs_f64();
+        out.sent_s = Some(self.seconds(exchange.sent));
+        out.first_token_s = result.chunk_times.first().map(|&t| self.seconds(t));
+        out.end_s = Some(self.seconds(exchange.end));
+        out.prompt_tokens = result.usage.and_then(|u| u.prompt_tokens);
+        out.completion_tokens = counted.map(|c| c.0);
+        out.completion_source = counted.map(|c| c.1);
+        out.cached_tokens = result
+            .usage
+            .and_then(|u| u.prompt_tokens_details)
+            .and_then(|d| d.cached_tokens);
+        out.chunk_s = result
+            .chunk_times
+            .iter()
+            .map(|&t| self.seconds(t))
+            .collect();
+        out.outcome = result.outcome;
+        out.error = result.error.clone();
+        out
+    }
+
+    /// A record with the entry's identity and nothing measured.
+    fn unsent(&self, index: usize, outcome: Outcome, error: Option<String>) -> RequestRecord {
+        let entry = &self.plan.entries[index];
+        let record = &self.records[entry.record];
+        RequestRecord {
+            index,
+            line: record.line,
+            scheduled_s: entry.offset.as_secs_f64(),
+            sent_s: None,
+            first_token_s: None,
+            end_s: None,
+            queue_wait_ms: None,
+            session_wait_ms: None,
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+            prompt_tokens: None,
+            completion_tokens: None,
+            completion_source: None,
+            cached_tokens: None,
+            chunk_s: Vec::new(),
+            outcome,
+            error,
+            clamped: false,
+            parent_failed: false,
+        }
+    }
+
+    /// Records an entry that was never sent.
+    fn finish_unsent(&self, index: usize, error: String) {
+        self.finish(
+            index,
+            self.unsent(index, Outcome::Skipped, Some(error)),
+            None,
+        );
+    }
+
+    /// Hands the record to the sink and releases the entry's children.
+    fn finish(&self, index: usize, record: RequestRecord, times: Option<(Instant, Instant)>) {
+        if let Some(slot) = &self.parents[index] {
+            let now = Instant::now();
+            let (sent, end) = times.unwrap_or((now, now));
+            slot.send_replace(Some(ParentDone {
+                sent: sent.saturating_duration_since(self.start),
+                end: end.saturating_duration_since(self.start),
+                ok: record.outcome == Outcome::Ok,
+            }));
+        }
+        self.live.done.fetch_add(1, Ordering::Relaxed);
+        // The receiver only goes away when the whole run is torn down.
+        let _ = self.sink.send(record);
+    }
+}
+
+fn is_think(entry: &PlanEntry) -> bool {
+    matches!(entry.wait.map(|w| w.kind), Some(WaitKind::Think { .. }))
+}
+
+fn parent_slots(plan: &Plan) -> Vec<Option<ParentSlot>> {
+    let mut slots: Vec<Option<ParentSlot>> = plan.entries.iter().map(|_| None).collect();
+    for wait in plan.entries.iter().filter_map(|e| e.wait) {
+        slots[wait.parent].get_or_insert_with(|| watch::channel(None).0);
+    }
+    slots
+}
+
+/// Builds prompts in plan order (think children excepted) on a blocking thread, at most
+/// `lookahead` ahead of the loop.
+fn spawn_prompt_builder<T: Transport, P: PromptSource>(
+    shared: &Arc<Shared<T, P>>,
+    lookahead: usize,
+    runtime: &Handle,
+) -> mpsc::Receiver<(usize, Result<PromptBody, String>)> {
+    let (tx, rx) = mpsc::channel(lookahead.max(1));
+    let shared = shared.clone();
+    runtime.spawn_blocking(move || {
+        for (index, entry) in shared.plan.entries.iter().enumerate() {
+            if is_think(entry) || shared.stop.is_cancelled() {
+                continue;
+            }
+            let prompt = shared.prompts.prompt(&shared.records[entry.record]);
+            if tx.blocking_send((index, prompt)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Records every entry nobody took charge of as skipped.
+fn skip_unhandled<T: Transport, P: PromptSource>(shared: &Shared<T, P>, handled: &[bool]) {
+    for (index, _) in handled.iter().enumerate().filter(|(_, h)| !**h) {
+        shared.finish_unsent(index, "not sent: the run was stopped".to_string());
+    }
+}
+
+/// Waits for every task; after a stop, cancels what is still in flight after `grace`.
+async fn finish_tasks<T: Transport, P: PromptSource>(
+    shared: &Shared<T, P>,
+    tasks: &mut JoinSet<()>,
+    grace: Duration,
+) {
+    let all_done = async { while tasks.join_next().await.is_some() {} };
+    tokio::pin!(all_done);
+    tokio::select! {
+        _ = &mut all_done => return,
+        _ = shared.stop.cancelled() => {}
+    }
+    if tokio::time::timeout(grace, &mut all_done).await.is_err() {
+        tracing::warn!("grace period of {grace:?} over: cancelling requests still in flight");
+        shared.cancel.cancel();
+        all_done.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::StreamResult;
+    use crate::schedule::{Arrivals, PlanOptions, SessionMode};
+    use crate::trace::SessionLink;
+
+    /// Answers after `max_tokens` ms with one token per ms; `max_tokens` 0 fails.
+    struct SlowServer;
+
+    impl Transport for SlowServer {
+        async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
+            let sent = Instant::now();
+            let took = Duration::from_millis(u64::from(job.max_tokens));
+            let outcome = tokio::select! {
+                _ = cancel.cancelled() => Outcome::Cancelled,
+                _ = tokio::time::sleep(took) => match job.max_tokens {
+                    0 => Outcome::Http(500),
+                    _ => Outcome::Ok,
+                },
+            };
+            let end = Instant::now();
+            Exchange {
+                sent,
+                end,
+                result: StreamResult {
+                    outcome,
+                    error: None,
+                    chunk_times: vec![end],
+                    usage: None,
+                    text: String::new(),
+                },
+            }
+        }
+    }
+
+    struct Words;
+
+    impl PromptSource for Words {
+        fn prompt(&self, record: &TraceRecord) -> Result<PromptBody, String> {
+            Ok(PromptBody::Text("w ".repeat(record.input_tokens as usize)))
+        }
+    }
+
+    /// A record arriving at `arrival_ms` that takes `took_ms` to answer.
+    fn rec(arrival_ms: u64, took_ms: u32, chat: i64, parent: i64) -> TraceRecord {
+        let mut r = TraceRecord::new(Duration::from_millis(arrival_ms), 4, took_ms, 1);
+        r.session = Some(SessionLink {
+            chat_id: chat,
+            parent_chat_id: parent,
+            turn: None,
+        });
+        r
+    }
+
+    fn options(max_concurrency: Option<usize>) -> DispatchOptions {
+        DispatchOptions {
+            max_concurrency,
+            lookahead: 4,
+            grace: Duration::from_secs(1),
+            lead_in: Duration::ZERO,
+            pacer: Pacer::Tokio,
+            tokenizer: None,
+        }
+    }
+
+    async fn run_with(
+        records: Vec<TraceRecord>,
+        sessions: SessionMode,
+        options: DispatchOptions,
+        stop: CancellationToken,
+    ) -> Vec<RequestRecord> {
+        let plan_options = PlanOptions {
+            arrivals: Arrivals::Trace,
+            sessions,
+            max_think: Duration::from_secs(1),
+            seed: 0,
+        };
+        let plan = crate::schedule::plan(&records, &plan_options);
+        let plan = plan.unwrap_or_else(|e| panic!("{e}"));
+        let (sink, mut rx) = mpsc::unbounded_channel();
+        let input = DispatchInput {
+            plan: Arc::new(plan),
+            records: records.into(),
+            prompts: Arc::new(Words),
+            transport: Arc::new(SlowServer),
+            options,
+        };
+        let live = Arc::new(Live::default());
+        dispatch(input, stop, Handle::current(), sink, live).await;
+        let mut out = Vec::new();
+        while let Ok(record) = rx.try_recv() {
+            out.push(record);
+        }
+        out.sort_by_key(|r| r.index);
+        out
+    }
+
+    fn sent_ms(records: &[RequestRecord]) -> Vec<Option<u64>> {
+        let ms = |s: f64| (s * 1e3).round() as u64;
+        records.iter().map(|r| r.sent_s.map(ms)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_on_absolute_deadlines() {
+        let records = vec![
+            rec(0, 50, 1, -1),
+            rec(100, 5000, 2, -1),
+            rec(1250, 50, 3, -1),
+        ];
+        let out = run_with(
+            records,
+            SessionMode::Ignore,
+            options(None),
+            Default::default(),
+        )
+        .await;
+        assert_eq!(sent_ms(&out), vec![Some(0), Some(100), Some(1250)]);
+        assert!(
+            out.iter()
+                .all(|r| r.outcome == Outcome::Ok && r.queue_wait_ms.is_none())
+        );
+        assert_eq!(out[1].end_s.map(|s| (s * 1e3).round()), Some(5100.0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capped_requests_queue_in_order_and_record_their_wait() {
+        let records = vec![
+            rec(0, 1000, 1, -1),
+            rec(0, 1000, 2, -1),
+            rec(500, 1000, 3, -1),
+        ];
+        let out = run_with(
+            records,
+            SessionMode::Ignore,
+            options(Some(1)),
+            Default::default(),
+        );
+        let out = out.await;
+        assert_eq!(sent_ms(&out), vec![Some(0), Some(1000), Some(2000)]);
+        let waits: Vec<_> = out
+            .iter()
+            .map(|r| r.queue_wait_ms.map(f64::round))
+            .collect();
+        assert_eq!(waits, vec![Some(0.0), Some(1000.0), Some(1500.0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gate_delays_each_turn_until_its_parent_finished() {
+        // Turns at 0, 100 and 200 ms; each answer takes 1 s.
+        let chain = || {
+            vec![
+                rec(0, 1000, 1, -1),
+                rec(100, 1000, 2, 1),
+                rec(200, 1000, 3, 2),
+            ]
+        };
+        let gated = run_with(
+            chain(),
+            SessionMode::Gate,
+            options(None),
+            Default::default(),
+        );
+        let gated = gated.await;
+        assert_eq!(sent_ms(&gated), vec![Some(0), Some(1000), Some(2000)]);
+        let waits: Vec<_> = gated
+            .iter()
+            .map(|r| r.session_wait_ms.map(f64::round))
+            .collect();
+        assert_eq!(waits, vec![None, Some(900.0), Some(1800.0)]);
+        // The scheduled instant is the release, so the send lag is the client's own.
+        assert_eq!(gated[2].scheduled_s, 2.0);
+
+        let ignored = run_with(
+            chain(),
+            SessionMode::Ignore,
+            options(None),
+            Default::default(),
+        );
+        assert_eq!(sent_ms(&ignored.await), vec![Some(0), Some(100), Some(200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_children_of_one_parent_and_a_missing_parent() {
+        let records = vec![
+            rec(0, 300, 1, -1),
+            rec(100, 10, 2, 1),
+            rec(150, 10, 3, 1),
+            rec(200, 10, 5, 4),
+        ];
+        let out = run_with(
+            records,
+            SessionMode::Gate,
+            options(None),
+            Default::default(),
+        )
+        .await;
+        assert_eq!(
+            sent_ms(&out),
+            vec![Some(0), Some(300), Some(300), Some(200)]
+        );
+        assert_eq!(out[3].session_wait_ms, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_parent_still_sends_its_child_marked() {
+        let records = vec![rec(0, 0, 1, -1), rec(100, 10, 2, 1)];
+        let out = run_with(
+            records,
+            SessionMode::Gate,
+            options(None),
+            Default::default(),
+        )
+        .await;
+        assert_eq!(out[0].outcome, Outcome::Http(500));
+        assert_eq!(sent_ms(&out), vec![Some(0), Some(100)]);
+        assert!(out[1].parent_failed && !out[0].parent_failed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn think_sends_after_the_parent_plus_capped_think_time() {
+        // Parent takes 200 ms; the trace gap is 500 ms → 300 ms think; max_think is 1 s.
+        let records = vec![rec(0, 200, 1, -1), rec(500, 10, 2, 1), rec(5000, 10, 3, 2)];
+        let out = run_with(
+            records,
+            SessionMode::Think,
+            options(None),
+            Default::default(),
+        )
+        .await;
+        // Turn 3: gap 4.5 s minus 10 ms response, capped at 1 s after turn 2 ended (510 ms).
+        assert_eq!(sent_ms(&out), vec![Some(0), Some(500), Some(1510)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_skips_unsent_and_cancels_in_flight_after_grace() {
+        let records: Vec<_> = (0..4)
+            .map(|i| rec(i * 1000, 10_000, i as i64, -1))
+            .collect();
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            stopper.cancel();
+        });
+        let out = run_with(records, SessionMode::Ignore, options(None), stop).await;
+        let outcomes: Vec<_> = out.iter().map(|r| r.outcome).collect();
+        use Outcome::{Cancelled, Skipped};
+        assert_eq!(outcomes, vec![Cancelled, Cancelled, Skipped, Skipped]);
+        assert_eq!(out[0].end_s.map(|s| (s * 1e3).round()), Some(2500.0));
+    }
+}

@@ -1,0 +1,206 @@
+//! The run's output directory: made and proven writable before any load is sent, `run.json`
+//! written before the first request, and `requests.jsonl` appended one flushed line per
+//! finished request, so that a run killed at any moment keeps every request it finished.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use super::RequestRecord;
+use crate::report::RunInfo;
+
+/// Where runs go when `--output` is not given.
+pub const DEFAULT_OUTPUT_ROOT: &str = "tracebench-out";
+
+/// The per-request file.
+pub const REQUESTS_FILE: &str = "requests.jsonl";
+
+/// The run configuration file.
+pub const RUN_FILE: &str = "run.json";
+
+/// Problems with the output directory or its files.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The directory cannot be made or written.
+    #[error("output directory {path}: {source} (choose another with --output DIR)")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file in it cannot be written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Makes the output directory (`dir`, or a new time-stamped one under `tracebench-out/`)
+/// and proves it writable by creating and removing a probe file.
+pub fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, OutputError> {
+    let path = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => fresh_default_dir(),
+    };
+    let fail = |source| OutputError::Dir {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&path).map_err(fail)?;
+
+    let probe = path.join(".tracebench-write-probe");
+    let written = File::create(&probe).and_then(|mut f| f.write_all(b"probe\n"));
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(fail)?;
+    Ok(path)
+}
+
+/// `tracebench-out/YYYYmmdd-HHMMSS`, with `-2`, `-3`, ... when that exists already.
+fn fresh_default_dir() -> PathBuf {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let root = Path::new(DEFAULT_OUTPUT_ROOT);
+    let mut path = root.join(&stamp);
+    let mut n = 2;
+    while path.exists() {
+        path = root.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    path
+}
+
+/// Writes `run.json`.
+pub fn write_run_info(dir: &Path, run: &RunInfo) -> Result<(), OutputError> {
+    let path = dir.join(RUN_FILE);
+    let mut text = serde_json::to_string_pretty(run).unwrap_or_default();
+    text.push('\n');
+    std::fs::write(&path, text).map_err(|source| OutputError::File { path, source })
+}
+
+/// Appends records to `requests.jsonl`, one flushed line each.
+#[derive(Debug)]
+pub struct RequestsWriter {
+    path: PathBuf,
+    file: BufWriter<File>,
+}
+
+impl RequestsWriter {
+    /// Creates (truncates) `DIR/requests.jsonl`.
+    pub fn create(dir: &Path) -> Result<Self, OutputError> {
+        let path = dir.join(REQUESTS_FILE);
+        let file = File::create(&path).map_err(|source| OutputError::File {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            file: BufWriter::new(file),
+        })
+    }
+
+    /// Writes one record as one line and flushes it to the file.
+    pub fn append(&mut self, record: &RequestRecord) -> Result<(), OutputError> {
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        let written = self.file.write_all(&line).and_then(|()| self.file.flush());
+        written.map_err(|source| OutputError::File {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Drains `records` into `writer` until every sender is gone. Returns every record
+/// received (written or not) and the first write error; after an error, `on_error` runs
+/// once and later records are kept in memory only.
+pub async fn collect(
+    mut records: mpsc::UnboundedReceiver<RequestRecord>,
+    mut writer: RequestsWriter,
+    on_error: impl FnOnce(),
+) -> (Vec<RequestRecord>, Option<OutputError>) {
+    let mut all = Vec::new();
+    let mut error = None;
+    let mut on_error = Some(on_error);
+    while let Some(record) = records.recv().await {
+        if error.is_none() {
+            if let Err(err) = writer.append(&record) {
+                tracing::error!("{err}: stopping the run, later requests are not recorded");
+                error = Some(err);
+                if let Some(stop) = on_error.take() {
+                    stop();
+                }
+            }
+        }
+        all.push(record);
+    }
+    (all, error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::Outcome;
+
+    fn record(index: usize) -> RequestRecord {
+        RequestRecord {
+            index,
+            line: index as u64 + 1,
+            scheduled_s: 0.5,
+            sent_s: Some(0.5),
+            first_token_s: None,
+            end_s: Some(1.0),
+            queue_wait_ms: None,
+            session_wait_ms: None,
+            input_tokens: 10,
+            output_tokens: 2,
+            prompt_tokens: None,
+            completion_tokens: None,
+            completion_source: None,
+            cached_tokens: None,
+            chunk_s: vec![],
+            outcome: Outcome::Http(503),
+            error: Some("http 503".into()),
+            clamped: false,
+            parent_failed: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_record_is_one_complete_line_as_soon_as_written() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let writer = RequestsWriter::create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let collector = tokio::spawn(collect(rx, writer, || {}));
+        for i in 0..3 {
+            tx.send(record(i)).ok();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Readable before the run ends: nothing waits in a buffer.
+        let text = std::fs::read_to_string(dir.path().join(REQUESTS_FILE)).unwrap_or_default();
+        assert_eq!(text.lines().count(), 3);
+        drop(tx);
+        let (all, error) = collector.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.len(), 3);
+        assert!(error.is_none());
+        let back: RequestRecord = serde_json::from_str(text.lines().nth(2).unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, record(2));
+    }
+
+    #[test]
+    fn unwritable_output_dir_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").ok();
+        let err = prepare_dir(Some(&file.join("sub")))
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("a-file") && err.contains("--output"), "{err}");
+    }
+}
