@@ -345,3 +345,7 @@ fn meets(slo: &GoodputSlo, m: &RequestMetrics) -> bool {
 fn ratio(part: usize, whole: usize) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
+
+#[cfg(test)]
+#[path = "summary_tests.rs"]
+mod tests;
