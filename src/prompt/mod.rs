@@ -1,11 +1,28 @@
 //! Prompt synthesis: turn a trace record's lengths (and `hash_ids`) into text that the
 //! server will count as exactly `input_length` tokens, keeping production prefix sharing.
+//!
+//! - [`load_tokenizer`]: `--tokenizer SPEC` to a [`Tokenizer`] (tiktoken built-ins, a
+//!   `tokenizer.json`, a hub repository id).
+//! - [`PieceVocab`]: the tokenizer's vetted single-token word pieces, which make text of a
+//!   known token count without encoding it.
+//! - [`PromptBuilder`]: one record in, one [`Prompt`] out, in any [`PromptMode`].
+//!
+//! No network and no tokio here, except the hub download when a repository id is loaded.
 
+mod builder;
 mod hf;
+mod mix;
+mod mode;
+mod random;
+mod text;
 mod tiktoken;
 mod tokenizer;
+mod vocab;
 
+pub use builder::{Prompt, PromptBuilder, PromptError, text_tokens};
+pub use mode::PromptMode;
 pub use tokenizer::{
     AUTO_TOKENIZER, DEFAULT_TOKENIZER, Tokenizer, TokenizerError, load_tokenizer,
     load_tokenizer_for_model, load_tokenizer_spec,
 };
+pub use vocab::{PieceVocab, VocabError};
