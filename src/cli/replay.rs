@@ -1,12 +1,454 @@
-//! `tracebench replay`: replay a trace against a server.
+//! `tracebench replay`: replay a trace against a server (or the built-in simulator with
+//! `--sim`), write `run.json`, `requests.jsonl` and the reports into the output directory,
+//! and print the console report. [`replay_once`] is one run without the console, shared
+//! with `tracebench sweep`.
+//!
+//! Exit codes: 0 completed; 1 completed but `--max-failed-ratio` was exceeded; 2 usage or
+//! input error; 130 interrupted (the partial reports are still written).
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Replay a trace.
-#[derive(Debug, clap::Args)]
-pub struct ReplayArgs {}
+use anyhow::Context;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_THRESHOLD_FAILED;
+use super::sim::SimReplayArgs;
+use super::trace_input::{PreparedTrace, TraceInputArgs};
+use crate::client::{Api, ApiKey, Client, ClientConfig, DEFAULT_MAX_EVENT_BYTES, Endpoint};
+use crate::metrics::Summary;
+use crate::prompt::{DEFAULT_TOKENIZER, Tokenizer, load_tokenizer_spec};
+use crate::replay::calibrate::{self, Calibration};
+use crate::replay::output;
+use crate::replay::prompts::FillerPrompts;
+use crate::replay::{DispatchInput, DispatchOptions, Pacer, RunSetup};
+use crate::report::{GoodputSlo, GoodputTerm, RunInfo, SCHEMA_VERSION, parse_goodput_term};
+use crate::schedule::{self, Arrivals, Plan, PlanOptions, SessionMode};
+use crate::trace::TraceRecord;
+
+/// Exit code of an interrupted run (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Length of the probe prompt used to measure the chat template overhead, tokens.
+const CALIBRATION_PROBE_TOKENS: u32 = 64;
+
+/// Replay a trace against an OpenAI-compatible server and report what it did.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Which trace and how to reshape its timeline.
+    #[command(flatten)]
+    pub trace: TraceInputArgs,
+
+    /// Where to send and how.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// When to send.
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// What to write.
+    #[command(flatten)]
+    pub out: OutputArgs,
+
+    /// The built-in simulator's settings (with `--sim`).
+    #[command(flatten)]
+    pub sim: SimReplayArgs,
+}
+
+/// The server and the requests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// Server URL, with or without the trailing /v1 (http://127.0.0.1:8000/v1).
+    #[arg(long, value_name = "URL", required_unless_present = "sim")]
+    pub base_url: Option<String>,
+
+    /// Replay against the built-in simulator, started in-process (see --sim-* options).
+    #[arg(long, conflicts_with = "base_url")]
+    pub sim: bool,
+
+    /// Model id to request (default: the first id of GET /v1/models).
+    #[arg(long = "model", id = "target_model", value_name = "ID")]
+    pub model: Option<String>,
+
+    /// Endpoint: chat (/v1/chat/completions) or completions (/v1/completions).
+    #[arg(long, value_enum, default_value_t = Api::Chat)]
+    pub api: Api,
+
+    /// Extra request header NAME:VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+
+    /// Environment variable holding the API key (sent as a bearer token, never written).
+    #[arg(long, value_name = "NAME", default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+
+    /// JSON object merged last into every request body (its keys replace ours).
+    #[arg(long, value_name = "JSON")]
+    pub extra_body: Option<String>,
+
+    /// Tokenizer for prompts and for counting output without usage: o200k_base,
+    /// cl100k_base, a tokenizer.json path, a hub repository id, or auto (from the model).
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_TOKENIZER)]
+    pub tokenizer: String,
+
+    /// Do not measure the chat template overhead (prompts are then not corrected for it).
+    #[arg(long)]
+    pub no_calibrate: bool,
+
+    /// Limit on establishing a connection, seconds.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Limit from the send to the first output token, seconds (default: none).
+    #[arg(long, value_name = "S")]
+    pub first_token_timeout: Option<f64>,
+
+    /// Limit on a whole request, seconds (default: none).
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<f64>,
+
+    /// Largest SSE event accepted, bytes; a larger one fails the request as a protocol error.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+}
+
+/// When requests are sent.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Replace the trace's timestamps by synthetic arrivals at R requests/s (inf: all at once).
+    #[arg(long, value_name = "R", conflicts_with = "concurrency")]
+    pub request_rate: Option<f64>,
+
+    /// Gamma shape of synthetic gaps: 1 is Poisson, below 1 burstier.
+    #[arg(
+        long,
+        value_name = "B",
+        default_value_t = 1.0,
+        requires = "request_rate"
+    )]
+    pub burstiness: f64,
+
+    /// Closed loop: N requests in flight, each slot sending the next as the last finishes.
+    #[arg(long, value_name = "N", conflicts_with = "max_concurrency")]
+    pub concurrency: Option<usize>,
+
+    /// Cap on requests in flight; requests over it wait in order (their wait is recorded).
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+
+    /// Session turns: ignore (own timestamps), gate (after the parent finished), think
+    /// (parent finished + think time). Default: gate for traces with sessions.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sessions: Option<SessionMode>,
+
+    /// Cap on the think time of --sessions think, seconds.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub max_think: f64,
+
+    /// Seed of every random choice (prompts, synthetic arrivals).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Prompts built ahead of the send loop.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub lookahead: usize,
+
+    /// After Ctrl-C, how long requests in flight may finish before they are cancelled, s.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub grace: f64,
+}
+
+/// What is written.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Output directory (default: a new time-stamped folder under tracebench-out/).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// No progress bars (they are off anyway when stdout is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Exit with code 1 when more than this share (0–1) of sent requests failed.
+    #[arg(long, value_name = "F")]
+    pub max_failed_ratio: Option<f64>,
+
+    /// Also write the seed's raw result format to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub save_tics: Option<PathBuf>,
+
+    /// Goodput objectives in ms, vLLM's form: ttft:500 tpot:50 e2el:10000.
+    #[arg(long, value_name = "METRIC:MS", num_args = 1.., value_parser = parse_goodput_term)]
+    pub goodput: Vec<GoodputTerm>,
+}
+
+/// What one run produced.
+#[derive(Debug)]
+pub struct ReplayReport {
+    /// Its output directory.
+    pub dir: PathBuf,
+    /// Its summary.
+    pub summary: Summary,
+    /// It was interrupted.
+    pub partial: bool,
+}
 
 /// Runs `tracebench replay`.
-pub fn run(_args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("replay: not built yet")
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let dir = output::prepare_dir(args.out.output.as_deref())?;
+        let stop = CancellationToken::new();
+        crate::replay::stop_on_signals(stop.clone(), secs("--grace", args.load.grace)?);
+        let report = replay_once(&args, &dir, stop).await?;
+        print!("{}", crate::report::console::render(&report.summary));
+        eprintln!("results in {}", report.dir.display());
+        Ok(ExitCode::from(exit_code(&args.out, &report)))
+    })
+}
+
+/// The exit code a finished run earns.
+pub fn exit_code(out: &OutputArgs, report: &ReplayReport) -> u8 {
+    let failed_share = report.summary.failure_share.unwrap_or(0.0);
+    if report.partial {
+        EXIT_INTERRUPTED
+    } else if out.max_failed_ratio.is_some_and(|max| failed_share > max) {
+        EXIT_THRESHOLD_FAILED
+    } else {
+        0
+    }
+}
+
+/// One replay into `dir` (already prepared), without the console report.
+pub async fn replay_once(
+    args: &ReplayArgs,
+    dir: &Path,
+    stop: CancellationToken,
+) -> anyhow::Result<ReplayReport> {
+    raise_open_files_limit();
+    let prepared = args.trace.load()?;
+    let (sim, base_url) = start_target(args)?;
+    let client = build_client(&args.target, &base_url).await?;
+    let tokenizer = load_tokenizer_spec(&args.target.tokenizer, Some(&client.config().model))?;
+    let calibration = run_calibration(&args.target, &client).await;
+    eprintln!("{}", calibration.describe());
+
+    let plan = make_plan(&prepared.records, &args.load)?;
+    let run_info = run_info(
+        args,
+        &prepared,
+        &client,
+        tokenizer.as_ref(),
+        &calibration,
+        &plan,
+    );
+    let setup = RunSetup {
+        input: DispatchInput {
+            plan: Arc::new(plan),
+            records: prepared.records.into(),
+            prompts: Arc::new(FillerPrompts {
+                overhead_tokens: calibration.overhead_tokens,
+            }),
+            transport: Arc::new(client),
+            options: dispatch_options(&args.load, tokenizer)?,
+        },
+        dir: dir.to_path_buf(),
+        run_info: run_info.clone(),
+        progress: !args.out.no_progress && std::io::stdout().is_terminal(),
+    };
+    let result = crate::replay::execute(setup, stop).await?;
+    if let Some(sim) = sim {
+        let _ = sim.shutdown().await;
+    }
+
+    let summary =
+        crate::report::write_run_reports(dir, &run_info, &result.records, result.partial)?;
+    if let Some(path) = &args.out.save_tics {
+        crate::report::write_tics(path, &result.records)?;
+    }
+    if let Some(err) = result.write_error {
+        return Err(err).context("requests.jsonl is incomplete");
+    }
+    Ok(ReplayReport {
+        dir: dir.to_path_buf(),
+        summary,
+        partial: result.partial,
+    })
+}
+
+/// Starts the simulator for `--sim`; returns it and the base URL to use.
+fn start_target(args: &ReplayArgs) -> anyhow::Result<(Option<crate::sim::SimHandle>, String)> {
+    if !args.target.sim {
+        let url = args
+            .target
+            .base_url
+            .clone()
+            .context("--base-url URL is required")?;
+        return Ok((None, url));
+    }
+    let tokenizer = load_tokenizer_spec(&args.target.tokenizer, Some(&args.sim.model))?;
+    let config = args.sim.to_config(Some(tokenizer))?;
+    let sim = crate::sim::spawn(config).context("cannot start the simulator")?;
+    let url = sim.base_url();
+    eprintln!("simulator listening on {url}");
+    Ok((Some(sim), url))
+}
+
+async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Client> {
+    let extra_body = match &target.extra_body {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .with_context(|| format!("--extra-body {text:?}: expected a JSON object"))?,
+        ),
+    };
+    let mut config = ClientConfig {
+        endpoint: Endpoint::parse(base_url)?,
+        api: target.api,
+        model: target.model.clone().unwrap_or_default(),
+        headers: target.headers.clone(),
+        api_key: ApiKey::from_env(&target.api_key_env),
+        extra_body,
+        connect_timeout: secs("--connect-timeout", target.connect_timeout)?,
+        first_token_timeout: opt_secs("--first-token-timeout", target.first_token_timeout)?,
+        total_timeout: opt_secs("--timeout", target.timeout)?,
+        max_event_bytes: target.max_event_bytes,
+    };
+    if target.model.is_none() {
+        config.model = Client::new(config.clone())?.first_model().await?;
+        tracing::info!("model: {}", config.model);
+    }
+    Ok(Client::new(config)?)
+}
+
+async fn run_calibration(target: &TargetArgs, client: &Client) -> Calibration {
+    if target.no_calibrate {
+        return Calibration::none(CALIBRATION_PROBE_TOKENS);
+    }
+    let probe_record = TraceRecord::new(Duration::ZERO, CALIBRATION_PROBE_TOKENS, 1, 0);
+    let probe = crate::replay::PromptSource::prompt(&FillerPrompts::default(), &probe_record);
+    match probe {
+        Ok(probe) => calibrate::calibrate(client, &probe, CALIBRATION_PROBE_TOKENS).await,
+        Err(_) => Calibration::none(CALIBRATION_PROBE_TOKENS),
+    }
+}
+
+/// The plan: arrivals from the flags, sessions defaulting to `gate` when the trace has any.
+pub fn make_plan(records: &[TraceRecord], load: &LoadArgs) -> anyhow::Result<Plan> {
+    let arrivals = match (load.request_rate, load.concurrency) {
+        (Some(rate), _) => Arrivals::Synthetic {
+            rate_per_s: rate,
+            burstiness: load.burstiness,
+        },
+        (None, Some(_)) => Arrivals::Synthetic {
+            rate_per_s: f64::INFINITY,
+            burstiness: 1.0,
+        },
+        (None, None) => Arrivals::Trace,
+    };
+    let sessions = load
+        .sessions
+        .unwrap_or(match schedule::has_sessions(records) {
+            true => SessionMode::Gate,
+            false => SessionMode::Ignore,
+        });
+    let options = PlanOptions {
+        arrivals,
+        sessions,
+        max_think: secs("--max-think", load.max_think)?,
+        seed: load.seed,
+    };
+    let plan = schedule::plan(records, &options)?;
+    let counts = plan.session_counts;
+    if counts.children + counts.missing_parents > 0 {
+        tracing::info!(
+            "sessions {sessions:?}: {} follow-up turns, {} whose parent is not in the trace",
+            counts.children,
+            counts.missing_parents
+        );
+    }
+    Ok(plan)
+}
+
+fn dispatch_options(
+    load: &LoadArgs,
+    tokenizer: Arc<dyn Tokenizer>,
+) -> anyhow::Result<DispatchOptions> {
+    Ok(DispatchOptions {
+        max_concurrency: load.concurrency.or(load.max_concurrency),
+        lookahead: load.lookahead,
+        grace: secs("--grace", load.grace)?,
+        lead_in: Duration::from_millis(100),
+        pacer: Pacer::Precise,
+        tokenizer: Some(tokenizer),
+    })
+}
+
+fn run_info(
+    args: &ReplayArgs,
+    prepared: &PreparedTrace,
+    client: &Client,
+    tokenizer: &dyn Tokenizer,
+    calibration: &Calibration,
+    plan: &Plan,
+) -> RunInfo {
+    let load = &args.load;
+    let target = &args.target;
+    RunInfo {
+        schema_version: SCHEMA_VERSION,
+        tracebench_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: chrono::Local::now().to_rfc3339(),
+        trace: args.trace.trace.clone(),
+        base_url: match target.sim {
+            true => format!("sim {}", client.config().endpoint.root),
+            false => client.config().endpoint.root.clone(),
+        },
+        model: client.config().model.clone(),
+        tokenizer: tokenizer.name().to_string(),
+        prompt_mode: "filler".to_string(),
+        seed: load.seed,
+        goodput: GoodputSlo::from_terms(&args.out.goodput),
+        max_concurrency: load.concurrency.or(load.max_concurrency),
+        calibration: serde_json::to_value(calibration).ok(),
+        config: json!({
+            "trace": prepared.summary(),
+            "api": target.api,
+            "headers": target.headers.iter().map(|h| h.split(':').next()).collect::<Vec<_>>(),
+            "extra_body": target.extra_body,
+            "request_rate": load.request_rate,
+            "burstiness": load.burstiness,
+            "concurrency": load.concurrency,
+            "sessions": plan.sessions,
+            "session_counts": plan.session_counts,
+            "max_think_s": load.max_think,
+            "connect_timeout_s": target.connect_timeout,
+            "first_token_timeout_s": target.first_token_timeout,
+            "timeout_s": target.timeout,
+            "max_event_bytes": target.max_event_bytes,
+            "grace_s": load.grace,
+        }),
+    }
+}
+
+/// A duration from a seconds flag, refusing negatives and NaN.
+fn secs(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .with_context(|| format!("{flag} {seconds}: expected a non-negative number of seconds"))
+}
+
+fn opt_secs(flag: &str, seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    seconds.map(|s| secs(flag, s)).transpose()
+}
+
+/// Raises the soft open-files limit to the hard one: every stream in flight holds a socket.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open-files limit: {limit}"),
+        Err(err) => tracing::warn!("cannot raise the open-files limit: {err}"),
+    }
 }

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod output;
 pub mod pacer;
 pub mod progress;
+pub mod prompts;
 mod record;
 pub mod run;
 
