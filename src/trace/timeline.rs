@@ -160,7 +160,7 @@ pub fn window(records: Vec<TraceRecord>, start: Option<Duration>, end: Option<Du
     records
         .into_iter()
         .filter(|r| {
-            let offset = r.arrival - first;
+            let offset = r.arrival.saturating_sub(first);
             offset >= start && offset < end
         })
         .collect()

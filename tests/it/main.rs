@@ -3,3 +3,7 @@
 
 mod common;
 mod report;
+mod trace;
+mod trace_fetch;
+mod trace_props;
+mod trace_tools;
