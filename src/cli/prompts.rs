@@ -1,12 +1,265 @@
-//! `tracebench prompts`: write the prompts a replay would send, one JSON object per record.
+//! `tracebench prompts`: write the prompts a replay would send, one JSON object per record,
+//! without sending anything. Also [`PromptArgs`], the prompt flags `replay` flattens.
 
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::trace_input::TraceInputArgs;
+use crate::prompt::{
+    DEFAULT_TOKENIZER, Prompt, PromptBuilder, PromptError, PromptMode, Tokenizer, for_each_prompt,
+    load_tokenizer_spec, sample_indexes,
+};
+use crate::trace::TraceRecord;
+
+/// How prompts are made: the flags `prompts` and `replay` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PromptArgs {
+    /// How prompt text is made: blocks (from hash_ids, keeps production prefix sharing),
+    /// random (the seed's random ids), shared (every prompt a prefix of one text), auto
+    /// (blocks where a record has hash_ids, else random).
+    #[arg(long = "prompt", value_enum, value_name = "MODE", default_value_t = PromptMode::Auto)]
+    pub prompt: PromptMode,
+
+    /// Tokenizer prompt lengths are measured with: o200k_base, cl100k_base, a tokenizer.json
+    /// path, a hub repository id, or auto (the served model's id).
+    #[arg(long, value_name = "SPEC", default_value = DEFAULT_TOKENIZER)]
+    pub tokenizer: String,
+
+    /// Seed of every random choice; the same trace, tokenizer and seed give the same bytes.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// Send token ids instead of text (completions API only): no text round trip at all.
+    #[arg(long)]
+    pub prompt_as_tokens: bool,
+}
+
+impl PromptArgs {
+    /// The tokenizer `--tokenizer` names; `model_id` resolves `auto`.
+    pub fn tokenizer(&self, model_id: Option<&str>) -> anyhow::Result<Arc<dyn Tokenizer>> {
+        load_tokenizer_spec(&self.tokenizer, model_id)
+            .with_context(|| format!("--tokenizer {}", self.tokenizer))
+    }
+
+    /// A prompt builder for `records` with these flags.
+    pub fn builder(
+        &self,
+        tokenizer: Arc<dyn Tokenizer>,
+        records: &[TraceRecord],
+    ) -> anyhow::Result<PromptBuilder> {
+        let builder = PromptBuilder::new(self.prompt, tokenizer, self.seed, records)
+            .with_context(|| format!("--prompt {}", self.prompt))?;
+        Ok(builder.with_token_ids(self.prompt_as_tokens))
+    }
+}
 
 /// Write the prompts a replay would send.
 #[derive(Debug, clap::Args)]
-pub struct PromptsArgs {}
+pub struct PromptsArgs {
+    /// The trace and how to read it.
+    #[command(flatten)]
+    pub input: TraceInputArgs,
+
+    /// How prompts are made.
+    #[command(flatten)]
+    pub prompt: PromptArgs,
+
+    /// Where to write the prompts (JSONL, one object per record).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub output: PathBuf,
+
+    /// Chat template overhead to leave out of every prompt, tokens (replay measures it).
+    #[arg(long, value_name = "TOKENS", default_value_t = 0)]
+    pub overhead_tokens: u32,
+
+    /// Threads building prompts (default: all cores); the output does not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Re-encode a seeded sample of N prompts and fail if any has another length.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub verify: usize,
+}
+
+/// One output line: a record's prompt, or why it has none.
+#[derive(Debug, Serialize)]
+struct PromptLine<'a> {
+    /// The record's line in the trace.
+    line: u64,
+    /// The record's prompt length, tokens.
+    input_length: u32,
+    /// Tokens of `prompt`; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<u32>,
+    /// The mode that made it; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<PromptMode>,
+    /// The text; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a str>,
+    /// Token ids, under --prompt-as-tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_ids: Option<&'a [u32]>,
+    /// Why no prompt could be built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl<'a> PromptLine<'a> {
+    /// The line for `record` and its prompt (or error).
+    fn new(record: &TraceRecord, prompt: &'a Result<Prompt, PromptError>) -> Self {
+        let ok = prompt.as_ref().ok();
+        Self {
+            line: record.line,
+            input_length: record.input_tokens,
+            tokens: ok.map(|p| p.tokens),
+            mode: ok.map(|p| p.mode),
+            prompt: ok.map(|p| p.text.as_str()),
+            token_ids: ok.and_then(|p| p.token_ids.as_deref()),
+            error: prompt.as_ref().err().map(|e| e.to_string()),
+        }
+    }
+}
+
+/// What writing the prompts found.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Prompts written.
+    written: usize,
+    /// Tokens in them.
+    tokens: u64,
+    /// Records without a prompt, and the first reason.
+    failed: usize,
+    /// The first error.
+    first_error: Option<String>,
+    /// Prompts re-encoded.
+    verified: usize,
+    /// Re-encoded prompts of another length, and the first one.
+    mismatched: Vec<String>,
+}
 
 /// Runs `tracebench prompts`.
-pub fn run(_args: PromptsArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("prompts: not built yet")
+pub fn run(args: PromptsArgs) -> anyhow::Result<ExitCode> {
+    let trace = args.input.load()?;
+    let tokenizer = args.prompt.tokenizer(None)?;
+    let builder = args.prompt.builder(tokenizer, &trace.records)?;
+    let threads = args.threads.unwrap_or_else(default_threads);
+
+    let started = Instant::now();
+    let tally = write_prompts(&args, &builder, &trace.records, threads)?;
+    tracing::info!(
+        "wrote {} prompts ({} tokens) to {} in {:.2} s on {threads} threads",
+        tally.written,
+        tally.tokens,
+        args.output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    check_tally(&tally)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Builds and writes every prompt, re-encoding the sampled ones.
+fn write_prompts(
+    args: &PromptsArgs,
+    builder: &PromptBuilder,
+    records: &[TraceRecord],
+    threads: usize,
+) -> anyhow::Result<Tally> {
+    let mut out = create(&args.output)?;
+    let sample = sample_indexes(records.len(), args.verify, args.prompt.seed);
+    let mut next_sample = sample.iter().peekable();
+    let mut tally = Tally::default();
+
+    let mut index = 0;
+    for_each_prompt(
+        builder,
+        records,
+        args.overhead_tokens,
+        threads,
+        |record, prompt| {
+            if next_sample.next_if_eq(&&index).is_some() {
+                verify(builder.tokenizer().as_ref(), record, &prompt, &mut tally);
+            }
+            count(&prompt, &mut tally);
+            index += 1;
+            serde_json::to_writer(&mut out, &PromptLine::new(record, &prompt))?;
+            out.write_all(b"\n")
+        },
+    )
+    .with_context(|| format!("cannot write {}", args.output.display()))?;
+
+    out.flush()
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    Ok(tally)
+}
+
+/// Counts a built prompt or its error.
+fn count(prompt: &Result<Prompt, PromptError>, tally: &mut Tally) {
+    match prompt {
+        Ok(p) => {
+            tally.written += 1;
+            tally.tokens += u64::from(p.tokens);
+        }
+        Err(e) => {
+            tally.failed += 1;
+            tally.first_error.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Re-encodes `prompt` and records a length that differs from its claim.
+fn verify(
+    tokenizer: &dyn Tokenizer,
+    record: &TraceRecord,
+    prompt: &Result<Prompt, PromptError>,
+    tally: &mut Tally,
+) {
+    let Ok(prompt) = prompt else { return };
+    tally.verified += 1;
+    let got = tokenizer.count(&prompt.text);
+    if got != prompt.tokens as usize {
+        let line = record.line;
+        tally
+            .mismatched
+            .push(format!("line {line}: {got} tokens, not {}", prompt.tokens));
+    }
+}
+
+/// Fails on records without a prompt or sampled prompts of the wrong length.
+fn check_tally(tally: &Tally) -> anyhow::Result<()> {
+    if tally.verified > 0 {
+        tracing::info!(
+            "re-encoded {} sampled prompts: {} of another length",
+            tally.verified,
+            tally.mismatched.len()
+        );
+    }
+    if let Some(first) = tally.mismatched.first() {
+        anyhow::bail!(
+            "{} sampled prompts re-encode to another length (first: {first})",
+            tally.mismatched.len()
+        );
+    }
+    if let Some(first) = &tally.first_error {
+        anyhow::bail!("{} records have no prompt (first: {first})", tally.failed);
+    }
+    Ok(())
+}
+
+/// The output file, buffered.
+fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(BufWriter::with_capacity(1 << 20, file))
+}
+
+/// All cores, or one if that cannot be known.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -9,6 +9,7 @@
 //!
 //! No network and no tokio here, except the hub download when a repository id is loaded.
 
+mod batch;
 mod builder;
 mod hf;
 mod mix;
@@ -19,6 +20,7 @@ mod tiktoken;
 mod tokenizer;
 mod vocab;
 
+pub use batch::{for_each_prompt, sample_indexes};
 pub use builder::{Prompt, PromptBuilder, PromptError, text_tokens};
 pub use mode::PromptMode;
 pub use tokenizer::{
