@@ -36,8 +36,13 @@ fn pct(share: Option<f64>) -> String {
 }
 
 /// The seed's five statistics of one metric, divided by `scale` (1 for ms, 1000 for s).
-fn seed_stats(d: &Distribution, scale: f64) -> String {
-    let v = |x: Option<f64>| num(x.map(|x| x / scale));
+fn seed_stats(d: &Distribution, scale: f64, decimals: usize) -> String {
+    let v = |x: Option<f64>| {
+        x.map_or_else(
+            || "n/a".to_string(),
+            |x| format!("{:.decimals$}", x / scale),
+        )
+    };
     format!(
         "avg {}, p50 {}, p90 {}, p99 {}, max {} (n={})",
         v(d.mean),
@@ -62,9 +67,9 @@ fn seed_lines(out: &mut String, s: &Summary) {
         s.total_input_tokens,
         s.total_output_tokens
     );
-    let _ = writeln!(out, "TTFT (ms): {}", seed_stats(&s.ttft_ms, 1.0));
-    let _ = writeln!(out, "TPOT (ms): {}", seed_stats(&s.tpot_ms, 1.0));
-    let _ = writeln!(out, "E2E (s):   {}", seed_stats(&s.e2el_ms, 1e3));
+    let _ = writeln!(out, "TTFT (ms): {}", seed_stats(&s.ttft_ms, 1.0, 2));
+    let _ = writeln!(out, "TPOT (ms): {}", seed_stats(&s.tpot_ms, 1.0, 2));
+    let _ = writeln!(out, "E2E (s):   {}", seed_stats(&s.e2el_ms, 1e3, 3));
     let _ = writeln!(out, "Duration: {:.2} s", s.duration_s);
     let _ = writeln!(
         out,
