@@ -2,8 +2,13 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
+mod sim;
+mod sim_faults;
+mod sim_timing;
 mod report;
 mod trace;
 mod trace_fetch;
 mod trace_props;
 mod trace_tools;
+mod sse;
+mod sse_server;
