@@ -2,9 +2,6 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
-mod sim;
-mod sim_faults;
-mod sim_timing;
 mod report;
 mod trace;
 mod trace_fetch;
