@@ -80,7 +80,7 @@ fn failures(s: &Summary) -> Option<Warning> {
     Some(warning(
         "failures",
         message,
-        "see the error column of requests.csv; lower the load or raise the timeouts if the server is overloaded",
+        "see the error column of requests.csv; if the server is overloaded, replay slower (--time-scale above 1, --target-rate) or raise --first-token-timeout/--timeout",
     ))
 }
 
@@ -89,7 +89,7 @@ fn skipped(s: &Summary) -> Option<Warning> {
         warning(
             "skipped",
             format!("{} of {} records were never sent", s.skipped, s.requests),
-            "check the run's limits (duration, request count, failure policy) if this was not intended",
+            "check --limit, --start/--end and whether the run was interrupted, if this was not intended",
         )
     })
 }
@@ -104,7 +104,7 @@ fn send_lag(s: &Summary) -> Option<Warning> {
                 "the client fell behind the schedule: send lag p99 {p99:.1} ms, max {max:.1} ms \
                  (limit {SEND_LAG_P99_LIMIT_MS} ms); arrivals were shaped by the client, not the trace"
             ),
-            "replay slower (a larger time scale), raise the concurrency cap, or run the client on a less loaded machine",
+            "replay slower (--time-scale above 1, a lower --target-rate or --request-rate) or run tracebench on a less loaded machine",
         )
     })
 }
@@ -128,7 +128,7 @@ fn few_samples(s: &Summary) -> Option<Warning> {
                 "p99 rests on fewer than {P99_MIN_SAMPLES} samples ({}); it is decided by one or two requests",
                 few.join(", ")
             ),
-            "replay more requests (a longer trace or a larger request limit) before trusting p99",
+            "replay more requests (a larger --limit, a wider --start/--end window) before trusting p99",
         )
     })
 }
@@ -147,7 +147,7 @@ fn prompt_fidelity(s: &Summary) -> Option<Warning> {
                 p.diff_tokens.p50.unwrap_or(0.0),
                 p.diff_tokens.max.unwrap_or(0.0)
             ),
-            "use the server model's own tokenizer and let tracebench calibrate the chat template overhead",
+            "pass the server model's tokenizer with --tokenizer and keep the chat template calibration on (no --no-calibrate)",
         )
     })
 }
@@ -166,7 +166,7 @@ fn completion_fidelity(s: &Summary) -> Option<Warning> {
                 c.diff_tokens.p50.unwrap_or(0.0),
                 c.diff_tokens.min.unwrap_or(0.0)
             ),
-            "make the server ignore end-of-sequence (ignore_eos, or min_tokens equal to max_tokens)",
+            "make the server ignore end-of-sequence: --extra-body '{\"ignore_eos\": true}' (vLLM, SGLang) or min_tokens equal to max_tokens",
         )
     })
 }
@@ -177,7 +177,7 @@ fn tokenizer_counts(s: &Summary) -> Option<Warning> {
         warning(
             "tokenizer_counts",
             format!("{n} successful requests' completion tokens were counted by the tokenizer, not the server's usage"),
-            "enable usage in streams on the server (stream_options.include_usage) for exact counts",
+            "use a server that honours stream_options.include_usage so usage is reported in the stream",
         )
     })
 }
@@ -188,7 +188,7 @@ fn chunk_counts(s: &Summary) -> Option<Warning> {
         warning(
             "chunk_counts",
             format!("{n} successful requests had neither usage nor a tokenizer count; one token per chunk was assumed"),
-            "enable usage in streams on the server, or give tracebench the model's tokenizer",
+            "use a server that reports usage in streams, or pass the model's tokenizer with --tokenizer",
         )
     })
 }
