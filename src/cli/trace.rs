@@ -162,7 +162,12 @@ pub struct SynthArgs {
     pub prefix_groups: usize,
     /// Prefix length of each group in tokens (one value for all, or one per group,
     /// comma-separated); rounded down to whole blocks.
-    #[arg(long, value_name = "TOKENS", value_delimiter = ',', default_value = "1024")]
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        value_delimiter = ',',
+        default_value = "1024"
+    )]
     pub prefix_tokens: Vec<u32>,
     /// Share of requests (0–1) that start with a group's prefix.
     #[arg(long, value_name = "P", default_value_t = 1.0)]
@@ -265,11 +270,15 @@ fn list(args: CacheArgs) -> anyhow::Result<ExitCode> {
     println!("cache: {}", fetch::cache_dir(&opts).display());
     for known in &KNOWN_TRACES {
         let cached = fetch::cached_path(known, &opts).is_file();
-        let size = known
-            .size_bytes
-            .map_or_else(|| "size unknown".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+        let size = known.size_bytes.map_or_else(
+            || "size unknown".to_string(),
+            |b| format!("{:.1} MB", b as f64 / 1e6),
+        );
         let state = if cached { "cached" } else { "-" };
-        println!("{:<22} {:>12}  {:<6}  {}", known.name, size, state, known.about);
+        println!(
+            "{:<22} {:>12}  {:<6}  {}",
+            known.name, size, state, known.about
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -291,7 +300,11 @@ fn synthesise(args: SynthArgs) -> anyhow::Result<ExitCode> {
     let records = synth::generate(&params)?;
     convert::write_file(&records, TraceFormat::Tracebench, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("wrote {} synthetic records to {}", records.len(), args.output.display());
+    eprintln!(
+        "wrote {} synthetic records to {}",
+        records.len(),
+        args.output.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -355,7 +368,9 @@ fn render_text(stats: &TraceStats, report: &LoadReport, format: TraceFormat) -> 
     row("trace", format!("{} ({format})", report.path.display()));
     row("records", grouped(stats.records as f64, 0));
     row("duration", format!("{} s", grouped(stats.duration_s, 3)));
-    let mean_rate = stats.mean_rate_per_s.map_or("-".into(), |r| format!("{r:.3} req/s"));
+    let mean_rate = stats
+        .mean_rate_per_s
+        .map_or("-".into(), |r| format!("{r:.3} req/s"));
     row("mean rate", mean_rate);
     row(
         "peak rate",
@@ -364,8 +379,13 @@ fn render_text(stats: &TraceStats, report: &LoadReport, format: TraceFormat) -> 
             stats.peak_rate_1s_per_s, stats.peak_rate_60s_per_s
         ),
     );
-    let cv = stats.interarrival_cv.map_or("-".into(), |cv| format!("{cv:.3}"));
-    row("burstiness", format!("{cv} (CV of inter-arrival gaps; 1 = Poisson)"));
+    let cv = stats
+        .interarrival_cv
+        .map_or("-".into(), |cv| format!("{cv:.3}"));
+    row(
+        "burstiness",
+        format!("{cv} (CV of inter-arrival gaps; 1 = Poisson)"),
+    );
     row("input tokens", lengths(&stats.input_tokens));
     row("output tokens", lengths(&stats.output_tokens));
     if let Some(p) = &stats.prefix {
@@ -384,7 +404,11 @@ fn render_text(stats: &TraceStats, report: &LoadReport, format: TraceFormat) -> 
         row("sessions", sessions_text(s));
     }
     if !stats.types.is_empty() {
-        let types: Vec<String> = stats.types.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let types: Vec<String> = stats
+            .types
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         row("types", types.join(", "));
     }
     out
@@ -421,7 +445,9 @@ fn sessions_text(s: &trace::sessions::SessionStats) -> String {
 /// `value` with `decimals` decimals and commas between thousands (`3,536.999`).
 fn grouped(value: f64, decimals: usize) -> String {
     let text = format!("{value:.decimals$}");
-    let (int, frac) = text.split_once('.').map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
     let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

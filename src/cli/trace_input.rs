@@ -215,8 +215,9 @@ fn positive(flag: &str, value: f64) -> anyhow::Result<f64> {
 }
 
 fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .with_context(|| format!("{flag}: expected a non-negative number of seconds, found {value}"))
+    Duration::try_from_secs_f64(value).with_context(|| {
+        format!("{flag}: expected a non-negative number of seconds, found {value}")
+    })
 }
 
 /// Loading problems are warnings (the measurement may differ from the trace); transforms

@@ -135,7 +135,9 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Missing => write!(f, "missing"),
-            Problem::WrongType { expected, found } => write!(f, "expected {expected}, found {found}"),
+            Problem::WrongType { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
             Problem::NotFinite(v) => write!(f, "not a finite number ({v})"),
             Problem::Negative(v) => write!(f, "negative ({v})"),
             Problem::TooLarge(v) => write!(f, "too large ({v})"),

@@ -109,7 +109,10 @@ fn detect_json(line: &str) -> Option<TraceFormat> {
 }
 
 fn detect_csv_header(line: &str) -> Option<TraceFormat> {
-    let columns: Vec<&str> = line.split(',').map(|c| c.trim().trim_matches('"')).collect();
+    let columns: Vec<&str> = line
+        .split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .collect();
     let has = |name: &str| columns.contains(&name);
     if has("TIMESTAMP") && has("ContextTokens") {
         Some(TraceFormat::Azure)
@@ -146,7 +149,8 @@ mod tests {
     #[test]
     fn json_fields_pick_the_format() {
         let p = Path::new("x.txt");
-        let mooncake = r#"{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [0]}"#;
+        let mooncake =
+            r#"{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": [0]}"#;
         assert_eq!(detect(mooncake, p), Some(TraceFormat::Mooncake));
         let bailian = r#"{"chat_id": 1, "parent_chat_id": -1, "timestamp": 0.5, "input_length": 1, "output_length": 1, "hash_ids": [0], "type": "text", "turn": 1}"#;
         assert_eq!(detect(bailian, p), Some(TraceFormat::Bailian));
@@ -165,7 +169,10 @@ mod tests {
 
     #[test]
     fn name_is_the_fallback() {
-        assert_eq!(detect("{oops", Path::new("a/qwen_traceA.jsonl.gz")), Some(TraceFormat::Bailian));
+        assert_eq!(
+            detect("{oops", Path::new("a/qwen_traceA.jsonl.gz")),
+            Some(TraceFormat::Bailian)
+        );
         assert_eq!(detect("garbage", Path::new("a/b.bin")), None);
     }
 }

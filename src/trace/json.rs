@@ -57,6 +57,7 @@ const NON_FINITE_MARKERS: [(&str, &str); 3] = [
 ];
 
 /// A parsed record before the loader rebases its time.
+#[derive(Debug)]
 pub(crate) struct Parsed {
     /// Arrival in nanoseconds in the file's own origin.
     pub(crate) time_ns: i64,
@@ -67,12 +68,18 @@ pub(crate) struct Parsed {
 }
 
 /// Reads every line of `source` into `out`.
-pub(crate) fn read(source: Source, format: TraceFormat, out: &mut Collector) -> Result<(), TraceError> {
+pub(crate) fn read(
+    source: Source,
+    format: TraceFormat,
+    out: &mut Collector,
+) -> Result<(), TraceError> {
     let dialect = dialect(format);
     let gzip = source.gzip;
     let mut lines = Lines::new(source.reader);
     loop {
-        let next = lines.next_line().map_err(|e| source::read_error(out.path(), gzip, e))?;
+        let next = lines
+            .next_line()
+            .map_err(|e| source::read_error(out.path(), gzip, e))?;
         let Some((line, bytes)) = next else {
             return Ok(());
         };
@@ -105,7 +112,9 @@ fn mark_non_finite(text: &str) -> String {
     let mut in_string = false;
     while let Some(c) = rest.chars().next() {
         if !in_string {
-            if let Some((bare, marker)) = NON_FINITE_MARKERS.iter().find(|(b, _)| rest.starts_with(b)) {
+            if let Some((bare, marker)) =
+                NON_FINITE_MARKERS.iter().find(|(b, _)| rest.starts_with(b))
+            {
                 out.push_str(&serde_json::Value::from(*marker).to_string());
                 rest = &rest[bare.len()..];
                 continue;
@@ -116,7 +125,9 @@ fn mark_non_finite(text: &str) -> String {
         } else if c == '\\' && in_string {
             out.push(c);
             rest = &rest[1..];
-            let Some(escaped) = rest.chars().next() else { break };
+            let Some(escaped) = rest.chars().next() else {
+                break;
+            };
             out.push(escaped);
             rest = &rest[escaped.len_utf8()..];
             continue;
@@ -130,12 +141,22 @@ fn mark_non_finite(text: &str) -> String {
 type FieldError = (&'static str, Problem);
 
 /// Parses one non-blank line into a record.
-fn parse_line(bytes: &[u8], dialect: Dialect, block_override: Option<u32>) -> Result<Parsed, FieldError> {
+fn parse_line(
+    bytes: &[u8],
+    dialect: Dialect,
+    block_override: Option<u32>,
+) -> Result<Parsed, FieldError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ("record", Problem::InvalidUtf8))?;
     let value = parse_lenient(text).map_err(|e| ("record", Problem::InvalidJson(e.to_string())))?;
     let Value::Object(obj) = value else {
         let found = describe(&value);
-        return Err(("record", Problem::WrongType { expected: "a JSON object", found }));
+        return Err((
+            "record",
+            Problem::WrongType {
+                expected: "a JSON object",
+                found,
+            },
+        ));
     };
 
     let time_ns = timestamp_ns(&obj, dialect.unit_ns)?;
@@ -155,7 +176,9 @@ fn parse_line(bytes: &[u8], dialect: Dialect, block_override: Option<u32>) -> Re
 }
 
 fn timestamp_ns(obj: &Map<String, Value>, unit_ns: f64) -> Result<i64, FieldError> {
-    let value = obj.get("timestamp").ok_or(("timestamp", Problem::Missing))?;
+    let value = obj
+        .get("timestamp")
+        .ok_or(("timestamp", Problem::Missing))?;
     let number = as_f64(value).map_err(|p| ("timestamp", p))?;
     seconds_like_to_ns(number, unit_ns).map_err(|p| ("timestamp", p))
 }
@@ -203,7 +226,9 @@ fn prefix(
         Some(value) => as_hash_ids(value).map_err(|p| ("hash_ids", p))?,
     };
     let own_block = optional(obj, "block_size", as_block_size)?;
-    let block_size = block_override.or(own_block).unwrap_or(dialect.default_block);
+    let block_size = block_override
+        .or(own_block)
+        .unwrap_or(dialect.default_block);
 
     let expected = u64::from(input_tokens).div_ceil(u64::from(block_size));
     let mismatch = hash_ids.len() as u64 != expected;
@@ -216,7 +241,13 @@ fn prefix(
         };
         return Err(("hash_ids", problem));
     }
-    Ok((Some(PrefixBlocks { hash_ids, block_size }), mismatch))
+    Ok((
+        Some(PrefixBlocks {
+            hash_ids,
+            block_size,
+        }),
+        mismatch,
+    ))
 }
 
 fn required<T>(
@@ -248,7 +279,10 @@ fn describe(value: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => match marker_name(s) {
             Some(name) => name.into(),
-            None => format!("string {:?}", s.chars().take(SHOWN_CHARS).collect::<String>()),
+            None => format!(
+                "string {:?}",
+                s.chars().take(SHOWN_CHARS).collect::<String>()
+            ),
         },
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
@@ -257,7 +291,10 @@ fn describe(value: &Value) -> String {
 
 /// The bare token a marker string stands for.
 fn marker_name(s: &str) -> Option<&'static str> {
-    NON_FINITE_MARKERS.iter().find(|(_, m)| *m == s).map(|(bare, _)| *bare)
+    NON_FINITE_MARKERS
+        .iter()
+        .find(|(_, m)| *m == s)
+        .map(|(bare, _)| *bare)
 }
 
 fn as_f64(value: &Value) -> Result<f64, Problem> {
@@ -273,7 +310,9 @@ fn as_f64(value: &Value) -> Result<f64, Problem> {
 
 fn as_i64(value: &Value) -> Result<i64, Problem> {
     match value {
-        Value::Number(n) if n.is_i64() => n.as_i64().ok_or_else(|| Problem::TooLarge(n.to_string())),
+        Value::Number(n) if n.is_i64() => {
+            n.as_i64().ok_or_else(|| Problem::TooLarge(n.to_string()))
+        }
         Value::Number(n) if n.is_u64() => Err(Problem::TooLarge(n.to_string())),
         _ => Err(not_an_integer(value, "an integer")),
     }
@@ -351,8 +390,10 @@ mod tests {
 
     #[test]
     fn non_finite_markers_name_the_field() {
-        let err = mooncake(r#"{"timestamp": NaN, "input_length": 1, "output_length": 1, "hash_ids": [0]}"#);
-        let (field, problem) = err.err().expect("NaN accepted");
+        let err = mooncake(
+            r#"{"timestamp": NaN, "input_length": 1, "output_length": 1, "hash_ids": [0]}"#,
+        );
+        let (field, problem) = err.expect_err("NaN accepted");
         assert_eq!(field, "timestamp");
         assert_eq!(problem.to_string(), "not a finite number (NaN)");
     }
@@ -367,8 +408,10 @@ mod tests {
 
     #[test]
     fn mooncake_record_reads_every_field() {
-        let parsed = mooncake(r#"{"timestamp": 1500, "input_length": 513, "output_length": 7, "hash_ids": [4, 5]}"#);
-        let parsed = parsed.ok().expect("valid record rejected");
+        let parsed = mooncake(
+            r#"{"timestamp": 1500, "input_length": 513, "output_length": 7, "hash_ids": [4, 5]}"#,
+        );
+        let parsed = parsed.expect("valid record rejected");
         assert_eq!(parsed.time_ns, 1_500_000_000);
         assert_eq!(parsed.record.input_tokens, 513);
         let prefix = parsed.record.prefix.expect("no prefix");

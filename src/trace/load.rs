@@ -95,9 +95,16 @@ impl LoadReport {
         let mut out = Vec::new();
         let name = self.path.display();
         if self.skipped > 0 {
-            let reasons: Vec<String> =
-                self.skipped_by_reason.iter().map(|(r, n)| format!("{n} × {r}")).collect();
-            out.push(format!("{name}: skipped {} invalid records ({})", self.skipped, reasons.join(", ")));
+            let reasons: Vec<String> = self
+                .skipped_by_reason
+                .iter()
+                .map(|(r, n)| format!("{n} × {r}"))
+                .collect();
+            out.push(format!(
+                "{name}: skipped {} invalid records ({})",
+                self.skipped,
+                reasons.join(", ")
+            ));
         }
         if self.failed_dropped > 0 {
             out.push(format!(
@@ -145,7 +152,10 @@ pub fn detect(path: &Path) -> Result<TraceFormat, TraceError> {
     };
     format::detect(&first, path).ok_or_else(|| TraceError::UnknownFormat {
         path: shown,
-        why: format!("first line starts {:?}", first.chars().take(40).collect::<String>()),
+        why: format!(
+            "first line starts {:?}",
+            first.chars().take(40).collect::<String>()
+        ),
     })
 }
 
@@ -232,7 +242,12 @@ impl<'a> Collector<'a> {
     }
 
     /// Fails (`--on-invalid fail`) or counts and skips (`skip`) an invalid record.
-    pub(crate) fn reject(&mut self, line: u64, field: &str, problem: Problem) -> Result<(), TraceError> {
+    pub(crate) fn reject(
+        &mut self,
+        line: u64,
+        field: &str,
+        problem: Problem,
+    ) -> Result<(), TraceError> {
         let error = RecordError {
             file: self.path.display().to_string(),
             line,
@@ -258,7 +273,10 @@ impl<'a> Collector<'a> {
         if self.timed.is_empty() {
             return Err(match self.report.skipped {
                 0 => TraceError::Empty { path: shown },
-                skipped => TraceError::NoValidRecord { path: shown, skipped },
+                skipped => TraceError::NoValidRecord {
+                    path: shown,
+                    skipped,
+                },
             });
         }
 

@@ -218,7 +218,10 @@ mod tests {
             turn(9, 13, 99, vec![4]),
             turn(20, 14, 11, vec![1, 2, 3, 5]),
         ];
-        assert_eq!(parent_indices(&records), vec![None, Some(0), Some(0), None, Some(1)]);
+        assert_eq!(
+            parent_indices(&records),
+            vec![None, Some(0), Some(0), None, Some(1)]
+        );
 
         let stats = SessionStats::compute(&records).expect("has sessions");
         assert_eq!(stats.sessions, 2);

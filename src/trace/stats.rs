@@ -112,7 +112,11 @@ impl LengthStats {
         let at = |p| percentile(&sorted, p).unwrap_or(0.0);
         Self {
             total: total as u64,
-            mean: if sorted.is_empty() { 0.0 } else { total / sorted.len() as f64 },
+            mean: if sorted.is_empty() {
+                0.0
+            } else {
+                total / sorted.len() as f64
+            },
             p50: at(50.0),
             p90: at(90.0),
             p99: at(99.0),
@@ -128,7 +132,10 @@ impl PrefixStats {
         let with_blocks: Vec<_> = records.iter().filter_map(|r| r.prefix.as_ref()).collect();
         let block_size = with_blocks.first()?.block_size;
         let blocks_total: u64 = with_blocks.iter().map(|p| p.hash_ids.len() as u64).sum();
-        let distinct: HashSet<u64> = with_blocks.iter().flat_map(|p| p.hash_ids.iter().copied()).collect();
+        let distinct: HashSet<u64> = with_blocks
+            .iter()
+            .flat_map(|p| p.hash_ids.iter().copied())
+            .collect();
         let blocks_distinct = distinct.len() as u64;
         let reuse_ratio = if blocks_total == 0 {
             0.0
@@ -212,6 +219,9 @@ mod tests {
     #[test]
     fn length_percentiles_interpolate() {
         let stats = LengthStats::of([1, 2, 3, 4, 5].into_iter());
-        assert_eq!((stats.mean, stats.p50, stats.p90, stats.max), (3.0, 3.0, 4.6, 5));
+        assert_eq!(
+            (stats.mean, stats.p50, stats.p90, stats.max),
+            (3.0, 3.0, 4.6, 5)
+        );
     }
 }

@@ -25,7 +25,11 @@ struct Columns {
 }
 
 /// Reads every row of a CSV `source` into `out`.
-pub(crate) fn read(source: Source, format: TraceFormat, out: &mut Collector) -> Result<(), TraceError> {
+pub(crate) fn read(
+    source: Source,
+    format: TraceFormat,
+    out: &mut Collector,
+) -> Result<(), TraceError> {
     let gzip = source.gzip;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -33,7 +37,9 @@ pub(crate) fn read(source: Source, format: TraceFormat, out: &mut Collector) -> 
         .from_reader(source.reader);
     let mut row = ByteRecord::new();
     let read_row = |reader: &mut csv::Reader<_>, row: &mut ByteRecord, out: &Collector| {
-        reader.read_byte_record(row).map_err(|e| csv_error(out, gzip, e))
+        reader
+            .read_byte_record(row)
+            .map_err(|e| csv_error(out, gzip, e))
     };
 
     if !read_row(&mut reader, &mut row, out)? {
@@ -46,7 +52,9 @@ pub(crate) fn read(source: Source, format: TraceFormat, out: &mut Collector) -> 
             continue;
         }
         match parse_row(&row, &columns, format) {
-            Ok(parsed) if is_failed(&parsed, format) && !out.keep_failed() => out.count_failed_dropped(),
+            Ok(parsed) if is_failed(&parsed, format) && !out.keep_failed() => {
+                out.count_failed_dropped()
+            }
             Ok(parsed) => out.accept(line, parsed)?,
             Err((field, problem)) => out.reject(line, field, problem)?,
         }
@@ -70,7 +78,11 @@ fn csv_error(out: &Collector, gzip: bool, err: csv::Error) -> TraceError {
 }
 
 /// Finds the columns we read in the header row.
-fn columns(header: &ByteRecord, format: TraceFormat, out: &Collector) -> Result<Columns, TraceError> {
+fn columns(
+    header: &ByteRecord,
+    format: TraceFormat,
+    out: &Collector,
+) -> Result<Columns, TraceError> {
     let names = match format {
         TraceFormat::Azure => ["TIMESTAMP", "ContextTokens", "GeneratedTokens"],
         _ => ["Timestamp", "Request tokens", "Response tokens"],
@@ -121,7 +133,9 @@ fn parse_row(row: &ByteRecord, cols: &Columns, format: TraceFormat) -> Result<Pa
 /// One field as trimmed text; missing or empty is [`Problem::Missing`].
 fn field<'r>(row: &'r ByteRecord, index: usize, name: &'static str) -> Result<&'r str, FieldError> {
     let bytes = row.get(index).ok_or((name, Problem::Missing))?;
-    let text = std::str::from_utf8(bytes).map_err(|_| (name, Problem::InvalidUtf8))?.trim();
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| (name, Problem::InvalidUtf8))?
+        .trim();
     if text.is_empty() {
         return Err((name, Problem::Missing));
     }

@@ -151,7 +151,11 @@ pub fn span(records: &[TraceRecord]) -> Duration {
 }
 
 /// Keeps records whose offset from the first record is in `[start, end)`.
-pub fn window(records: Vec<TraceRecord>, start: Option<Duration>, end: Option<Duration>) -> Vec<TraceRecord> {
+pub fn window(
+    records: Vec<TraceRecord>,
+    start: Option<Duration>,
+    end: Option<Duration>,
+) -> Vec<TraceRecord> {
     let Some(first) = records.first().map(|r| r.arrival) else {
         return records;
     };
@@ -215,7 +219,11 @@ pub fn scale_gaps(records: &mut [TraceRecord], factor: f64) {
 }
 
 /// Clamps lengths, marks clamped records; returns (input clamps, output clamps, records).
-pub fn clamp(records: &mut [TraceRecord], max_input: Option<u32>, max_output: Option<u32>) -> (usize, usize, usize) {
+pub fn clamp(
+    records: &mut [TraceRecord],
+    max_input: Option<u32>,
+    max_output: Option<u32>,
+) -> (usize, usize, usize) {
     let mut counts = (0, 0, 0);
     for record in records {
         let input = max_input.is_some_and(|max| clamp_input(record, max));
@@ -276,7 +284,8 @@ mod tests {
             limit: Some(2),
             ..TimelineOptions::default()
         };
-        let (out, report) = apply(at(&[500, 1000, 2500, 3000, 4400, 9000]), &opts).expect("applies");
+        let (out, report) =
+            apply(at(&[500, 1000, 2500, 3000, 4400, 9000]), &opts).expect("applies");
         assert_eq!(offsets_ms(&out), vec![0, 500]);
         assert_eq!(out[0].line, 3);
         assert_eq!((report.dropped_by_window, report.dropped_by_limit), (3, 1));
@@ -310,12 +319,18 @@ mod tests {
             time_scale: Some(TimeScale::Factor(0.0)),
             ..TimelineOptions::default()
         };
-        assert!(matches!(apply(at(&[0, 1]), &opts), Err(TimelineError::BadFactor { .. })));
+        assert!(matches!(
+            apply(at(&[0, 1]), &opts),
+            Err(TimelineError::BadFactor { .. })
+        ));
         let opts = TimelineOptions {
             start: Some(Duration::from_secs(100)),
             ..TimelineOptions::default()
         };
-        assert!(matches!(apply(at(&[0, 1]), &opts), Err(TimelineError::NothingLeft { .. })));
+        assert!(matches!(
+            apply(at(&[0, 1]), &opts),
+            Err(TimelineError::NothingLeft { .. })
+        ));
     }
 
     #[test]
@@ -329,7 +344,10 @@ mod tests {
         let counts = clamp(&mut records, Some(1025), Some(50));
         assert_eq!(counts, (1, 2, 2));
         assert_eq!(records[0].input_tokens, 1025);
-        assert_eq!(records[0].prefix.as_ref().map(|p| p.hash_ids.clone()), Some(vec![1, 2, 3]));
+        assert_eq!(
+            records[0].prefix.as_ref().map(|p| p.hash_ids.clone()),
+            Some(vec![1, 2, 3])
+        );
         assert!(records[0].clamped && records[1].clamped);
         assert_eq!(records[1].input_tokens, 1000);
     }

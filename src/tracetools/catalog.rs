@@ -20,7 +20,6 @@ pub struct KnownTrace {
     pub about: &'static str,
 }
 
-
 /// Every known trace, in the order `trace list` shows them.
 pub const KNOWN_TRACES: [KnownTrace; 8] = [
     KnownTrace {
@@ -96,5 +95,9 @@ pub fn find(name: &str) -> Option<&'static KnownTrace> {
 
 /// The known names, comma-separated, for error messages.
 pub fn known_names() -> String {
-    KNOWN_TRACES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+    KNOWN_TRACES
+        .iter()
+        .map(|t| t.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -45,7 +45,11 @@ pub enum ConvertError {
 }
 
 /// Writes `records` to `path` as `format`, gzip-compressed when the name ends in `.gz`.
-pub fn write_file(records: &[TraceRecord], format: TraceFormat, path: &Path) -> Result<(), ConvertError> {
+pub fn write_file(
+    records: &[TraceRecord],
+    format: TraceFormat,
+    path: &Path,
+) -> Result<(), ConvertError> {
     let io_err = |source| ConvertError::Io {
         path: path.display().to_string(),
         source,
@@ -75,16 +79,24 @@ fn finish_gz(out: GzEncoder<BufWriter<File>>) -> Result<(), ConvertError> {
 }
 
 /// Writes `records` as `format` to any writer.
-pub fn write_records(records: &[TraceRecord], format: TraceFormat, out: &mut dyn Write) -> Result<(), ConvertError> {
+pub fn write_records(
+    records: &[TraceRecord],
+    format: TraceFormat,
+    out: &mut dyn Write,
+) -> Result<(), ConvertError> {
     let io_err = |source| ConvertError::Io {
         path: String::new(),
         source,
     };
     match format {
-        TraceFormat::Azure => writeln!(out, "TIMESTAMP,ContextTokens,GeneratedTokens").map_err(io_err)?,
-        TraceFormat::Burstgpt => {
-            writeln!(out, "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type").map_err(io_err)?
+        TraceFormat::Azure => {
+            writeln!(out, "TIMESTAMP,ContextTokens,GeneratedTokens").map_err(io_err)?
         }
+        TraceFormat::Burstgpt => writeln!(
+            out,
+            "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type"
+        )
+        .map_err(io_err)?,
         _ => {}
     }
     for (i, record) in records.iter().enumerate() {
@@ -96,7 +108,11 @@ pub fn write_records(records: &[TraceRecord], format: TraceFormat, out: &mut dyn
 }
 
 /// One record as one line of `format`.
-fn line_for(record: &TraceRecord, index: usize, format: TraceFormat) -> Result<String, ConvertError> {
+fn line_for(
+    record: &TraceRecord,
+    index: usize,
+    format: TraceFormat,
+) -> Result<String, ConvertError> {
     match format {
         TraceFormat::Tracebench => Ok(json(&ours(record))),
         TraceFormat::Mooncake => mooncake(record).map(|r| json(&r)),
@@ -169,7 +185,10 @@ fn mooncake(record: &TraceRecord) -> Result<MooncakeLine<'_>, ConvertError> {
         format: TraceFormat::Mooncake,
         what: what.to_string(),
     };
-    let prefix = record.prefix.as_ref().ok_or_else(|| unrepresentable("hash_ids"))?;
+    let prefix = record
+        .prefix
+        .as_ref()
+        .ok_or_else(|| unrepresentable("hash_ids"))?;
     if prefix.block_size != 512 {
         return Err(unrepresentable(&format!(
             "512-token blocks (these are {}; convert to tracebench instead)",
@@ -207,7 +226,10 @@ fn bailian(record: &TraceRecord, index: usize) -> Result<BailianLine<'_>, Conver
         return Err(ConvertError::Unrepresentable {
             line: record.line,
             format: TraceFormat::Bailian,
-            what: format!("16-token blocks (these are {}; convert to tracebench instead)", prefix.block_size),
+            what: format!(
+                "16-token blocks (these are {}; convert to tracebench instead)",
+                prefix.block_size
+            ),
         });
     }
     Ok(BailianLine {
@@ -223,7 +245,9 @@ fn bailian(record: &TraceRecord, index: usize) -> Result<BailianLine<'_>, Conver
 }
 
 fn azure(record: &TraceRecord) -> String {
-    let origin = DateTime::from_timestamp(AZURE_ORIGIN_UNIX_S, 0).map(|t| t.naive_utc()).unwrap_or(NaiveDateTime::MIN);
+    let origin = DateTime::from_timestamp(AZURE_ORIGIN_UNIX_S, 0)
+        .map(|t| t.naive_utc())
+        .unwrap_or(NaiveDateTime::MIN);
     let time = origin + record.arrival;
     format!(
         "{},{},{}",
@@ -236,7 +260,11 @@ fn azure(record: &TraceRecord) -> String {
 fn burstgpt(record: &TraceRecord) -> String {
     let seconds = record.arrival.as_nanos() as f64 / 1e9;
     let total = u64::from(record.input_tokens) + u64::from(record.output_tokens);
-    let log_type = if record.session.is_some() { "Conversation log" } else { "API log" };
+    let log_type = if record.session.is_some() {
+        "Conversation log"
+    } else {
+        "API log"
+    };
     // The Model column is left empty: no format we read says which model served a request.
     format!(
         "{seconds},,{},{},{total},{log_type}",

@@ -149,7 +149,11 @@ pub fn resolve(trace: &str, opts: &FetchOptions) -> anyhow::Result<PathBuf> {
         return Ok(cached);
     }
     if !opts.quiet {
-        eprintln!("{}: not cached yet, fetching into {}", known.name, cached.display());
+        eprintln!(
+            "{}: not cached yet, fetching into {}",
+            known.name,
+            cached.display()
+        );
     }
     Ok(fetch(known, opts)?)
 }
@@ -185,7 +189,9 @@ fn download(url: &str, part: &Path, quiet: bool) -> Result<(), FetchError> {
 
     // 206: the server continues where we stopped; anything else starts from zero.
     let resumed = response.status() == 206;
-    let body_len = response.header("Content-Length").and_then(|v| v.parse::<u64>().ok());
+    let body_len = response
+        .header("Content-Length")
+        .and_then(|v| v.parse::<u64>().ok());
     let start = if resumed { have } else { 0 };
     let expected = body_len.map(|n| n + start);
     let mut file = open_part(part, resumed)?;

@@ -6,6 +6,6 @@
 //! - [`synth`]: seeded synthetic traces.
 
 pub mod catalog;
-pub mod fetch;
 pub mod convert;
+pub mod fetch;
 pub mod synth;

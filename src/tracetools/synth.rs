@@ -30,7 +30,9 @@ pub enum SynthError {
         problem: String,
     },
     /// A length distribution spec that does not parse.
-    #[error("length distribution {spec:?}: {problem} (expected fixed:N, uniform:MIN:MAX, normal:MEAN:STD or lognormal:MEAN:SIGMA)")]
+    #[error(
+        "length distribution {spec:?}: {problem} (expected fixed:N, uniform:MIN:MAX, normal:MEAN:STD or lognormal:MEAN:SIGMA)"
+    )]
     BadDistribution {
         /// The spec as given.
         spec: String,
@@ -86,7 +88,11 @@ impl FromStr for LengthDist {
             "lognormal" => LengthDist::LogNormal(num(1)?, num(2)?),
             other => return Err(bad(&format!("unknown kind {other:?}"))),
         };
-        let expected_parts = if matches!(dist, LengthDist::Fixed(_)) { 2 } else { 3 };
+        let expected_parts = if matches!(dist, LengthDist::Fixed(_)) {
+            2
+        } else {
+            3
+        };
         if parts.len() != expected_parts {
             return Err(bad("wrong count of numbers"));
         }
@@ -194,30 +200,48 @@ fn truncate(records: &mut Vec<TraceRecord>, extent: Extent) {
 fn validate(p: &SynthParams) -> Result<(), SynthError> {
     let invalid = |what, problem: String| Err(SynthError::Invalid { what, problem });
     if !(p.rate.is_finite() && p.rate > 0.0) {
-        return invalid("--rate", format!("expected a positive number, found {}", p.rate));
+        return invalid(
+            "--rate",
+            format!("expected a positive number, found {}", p.rate),
+        );
     }
     if !(p.burstiness.is_finite() && p.burstiness > 0.0) {
-        return invalid("--burstiness", format!("expected a positive number, found {}", p.burstiness));
+        return invalid(
+            "--burstiness",
+            format!("expected a positive number, found {}", p.burstiness),
+        );
     }
     if p.block_size == 0 {
-        return invalid("--block-size", "expected a positive integer, found 0".into());
+        return invalid(
+            "--block-size",
+            "expected a positive integer, found 0".into(),
+        );
     }
     match p.extent {
         Extent::Count(0) => return invalid("--count", "expected at least 1, found 0".into()),
         Extent::Duration(s) if !(s.is_finite() && s > 0.0) => {
-            return invalid("--duration", format!("expected a positive number, found {s}"));
+            return invalid(
+                "--duration",
+                format!("expected a positive number, found {s}"),
+            );
         }
         _ => {}
     }
     if let Some(prefix) = &p.prefix
         && !(0.0..=1.0).contains(&prefix.share)
     {
-        return invalid("--prefix-share", format!("expected 0 to 1, found {}", prefix.share));
+        return invalid(
+            "--prefix-share",
+            format!("expected 0 to 1, found {}", prefix.share),
+        );
     }
     if let Some(s) = p.sessions
         && !(s.turns_mean >= 1.0 && s.think_time_s >= 0.0)
     {
-        return invalid("--turns-mean", format!("expected at least 1, found {}", s.turns_mean));
+        return invalid(
+            "--turns-mean",
+            format!("expected at least 1, found {}", s.turns_mean),
+        );
     }
     Ok(())
 }
@@ -249,7 +273,9 @@ impl<'p> Generator<'p> {
                 let blocks = (tokens / params.block_size) as usize;
                 let ids = generator.fresh_blocks(blocks);
                 generator.groups.push(ids);
-                generator.group_weights.push(1.0 / ((i + 1) as f64).powf(prefix.zipf));
+                generator
+                    .group_weights
+                    .push(1.0 / ((i + 1) as f64).powf(prefix.zipf));
             }
         }
         Ok(generator)
@@ -291,7 +317,11 @@ impl<'p> Generator<'p> {
             turn: Some(1),
         });
         for turn in 2..=turns {
-            let think = sample_or(&mut self.rng, Exp::new(1.0 / session.think_time_s.max(1e-9)), 0.0);
+            let think = sample_or(
+                &mut self.rng,
+                Exp::new(1.0 / session.think_time_s.max(1e-9)),
+                0.0,
+            );
             let child = self.next_turn(&record, think, turn);
             out.push(std::mem::replace(&mut record, child));
         }
@@ -323,12 +353,18 @@ impl<'p> Generator<'p> {
     fn next_turn(&mut self, parent: &TraceRecord, think_s: f64, turn: u32) -> TraceRecord {
         let added = draw(&mut self.rng, self.params.input);
         let output = draw(&mut self.rng, self.params.output);
-        let input = parent.input_tokens.saturating_add(parent.output_tokens).saturating_add(added);
+        let input = parent
+            .input_tokens
+            .saturating_add(parent.output_tokens)
+            .saturating_add(added);
         let block = self.params.block_size;
 
         let kept = (parent.input_tokens / block) as usize;
-        let mut hash_ids: Vec<u64> = parent.prefix.as_ref().map_or(Vec::new(), |p| p.hash_ids[..kept.min(p.hash_ids.len())].to_vec());
-        let fresh = self.fresh_blocks((input.div_ceil(block) as usize).saturating_sub(hash_ids.len()));
+        let mut hash_ids: Vec<u64> = parent.prefix.as_ref().map_or(Vec::new(), |p| {
+            p.hash_ids[..kept.min(p.hash_ids.len())].to_vec()
+        });
+        let fresh =
+            self.fresh_blocks((input.div_ceil(block) as usize).saturating_sub(hash_ids.len()));
         hash_ids.extend(fresh);
 
         let arrival_s = parent.arrival.as_secs_f64() + think_s;
@@ -400,7 +436,10 @@ fn draw(rng: &mut StdRng, lengths: Lengths) -> u32 {
             sample_or(rng, LogNormal::new(mu, sigma), mean)
         }
     };
-    let bounded = value.round().clamp(f64::from(lengths.min), f64::from(lengths.max.max(lengths.min)));
+    let bounded = value.round().clamp(
+        f64::from(lengths.min),
+        f64::from(lengths.max.max(lengths.min)),
+    );
     bounded as u32
 }
 
@@ -446,8 +485,14 @@ mod tests {
     #[test]
     fn specs_parse_and_bad_ones_say_why() {
         assert_eq!("fixed:5".parse(), Ok(LengthDist::Fixed(5)));
-        assert_eq!("lognormal:1000:0.5".parse(), Ok(LengthDist::LogNormal(1000.0, 0.5)));
-        let err = "uniform:9:3".parse::<LengthDist>().err().map(|e| e.to_string());
+        assert_eq!(
+            "lognormal:1000:0.5".parse(),
+            Ok(LengthDist::LogNormal(1000.0, 0.5))
+        );
+        let err = "uniform:9:3"
+            .parse::<LengthDist>()
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("minimum above maximum")));
         assert!("gauss:1:2".parse::<LengthDist>().is_err());
     }
@@ -459,7 +504,11 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 200);
         assert_eq!(a[0].arrival, Duration::ZERO);
-        let c = generate(&SynthParams { seed: 8, ..params() }).expect("valid");
+        let c = generate(&SynthParams {
+            seed: 8,
+            ..params()
+        })
+        .expect("valid");
         assert_ne!(a, c);
     }
 

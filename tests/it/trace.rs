@@ -30,20 +30,30 @@ fn load_ok(name: &str) -> LoadedTrace {
 fn error_of(name: &str) -> (PathBuf, String) {
     let path = fixture(name);
     match load(&path) {
-        Ok(loaded) => panic!("{name}: loaded {} records, expected an error", loaded.records.len()),
+        Ok(loaded) => panic!(
+            "{name}: loaded {} records, expected an error",
+            loaded.records.len()
+        ),
         Err(e) => (path.clone(), e.to_string()),
     }
 }
 
 fn arrivals_ms(loaded: &LoadedTrace) -> Vec<f64> {
-    loaded.records.iter().map(|r| r.arrival.as_nanos() as f64 / 1e6).collect()
+    loaded
+        .records
+        .iter()
+        .map(|r| r.arrival.as_nanos() as f64 / 1e6)
+        .collect()
 }
 
 #[test]
 fn trace_mooncake_fixture_is_read_sorted_with_out_of_order_reported() {
     let loaded = load_ok("mooncake.jsonl");
     assert_eq!(loaded.format, TraceFormat::Mooncake);
-    assert_eq!(arrivals_ms(&loaded), vec![0.0, 1500.0, 1500.0, 2000.0, 3000.0]);
+    assert_eq!(
+        arrivals_ms(&loaded),
+        vec![0.0, 1500.0, 1500.0, 2000.0, 3000.0]
+    );
     // Stable sort: the two records at 1.5 s keep their file order (lines 3 then 5).
     let lines: Vec<u64> = loaded.records.iter().map(|r| r.line).collect();
     assert_eq!(lines, vec![1, 3, 5, 2, 6]);
@@ -51,18 +61,36 @@ fn trace_mooncake_fixture_is_read_sorted_with_out_of_order_reported() {
     assert_eq!(loaded.report.first_out_of_order_line, Some(3));
     let second = &loaded.records[3];
     assert_eq!(second.input_tokens, 1025);
-    assert_eq!(second.prefix.as_ref().map(|p| (p.hash_ids.clone(), p.block_size)), Some((vec![0, 1, 2], 512)));
-    assert!(loaded.report.lines().iter().any(|l| l.contains("2 records out of time order, first at line 3")));
+    assert_eq!(
+        second
+            .prefix
+            .as_ref()
+            .map(|p| (p.hash_ids.clone(), p.block_size)),
+        Some((vec![0, 1, 2], 512))
+    );
+    assert!(
+        loaded
+            .report
+            .lines()
+            .iter()
+            .any(|l| l.contains("2 records out of time order, first at line 3"))
+    );
 }
 
 #[test]
 fn trace_bailian_fixture_reads_seconds_sessions_and_types() {
     let loaded = load_ok("bailian.jsonl");
     assert_eq!(loaded.format, TraceFormat::Bailian);
-    assert_eq!(arrivals_ms(&loaded), vec![500.0, 3250.0, 4000.0, 5125.0, 9000.0]);
+    assert_eq!(
+        arrivals_ms(&loaded),
+        vec![500.0, 3250.0, 4000.0, 5125.0, 9000.0]
+    );
     let child = &loaded.records[1];
     let link = child.session.expect("session");
-    assert_eq!((link.chat_id, link.parent_chat_id, link.turn), (101, 100, Some(2)));
+    assert_eq!(
+        (link.chat_id, link.parent_chat_id, link.turn),
+        (101, 100, Some(2))
+    );
     assert_eq!(child.prefix.as_ref().map(|p| p.block_size), Some(16));
     assert_eq!(loaded.records[2].kind.as_deref(), Some("search"));
     assert_eq!(loaded.report.hash_ids_mismatch, 0);
@@ -80,9 +108,16 @@ fn trace_bailian_hash_ids_mismatch_is_a_counted_warning() {
 fn trace_own_format_keeps_fractional_milliseconds_and_block_size() {
     let loaded = load_ok("tracebench.jsonl");
     assert_eq!(loaded.format, TraceFormat::Tracebench);
-    let ns: Vec<u128> = loaded.records.iter().map(|r| r.arrival.as_nanos()).collect();
+    let ns: Vec<u128> = loaded
+        .records
+        .iter()
+        .map(|r| r.arrival.as_nanos())
+        .collect();
     assert_eq!(ns, vec![0, 12_345_600, 1_000_000_001]);
-    assert_eq!(loaded.records[1].prefix.as_ref().map(|p| p.block_size), Some(16));
+    assert_eq!(
+        loaded.records[1].prefix.as_ref().map(|p| p.block_size),
+        Some(16)
+    );
     assert_eq!(loaded.records[1].kind.as_deref(), Some("synthetic"));
     assert!(loaded.records[2].prefix.is_none() && loaded.records[2].session.is_none());
 }
@@ -92,11 +127,21 @@ fn trace_azure_rebases_absolute_times_to_the_first_record() {
     let loaded = load_ok("azure_2023.csv");
     assert_eq!(loaded.format, TraceFormat::Azure);
     assert!(loaded.report.absolute_timestamps);
-    let ns: Vec<u128> = loaded.records.iter().map(|r| r.arrival.as_nanos()).collect();
+    let ns: Vec<u128> = loaded
+        .records
+        .iter()
+        .map(|r| r.arrival.as_nanos())
+        .collect();
     assert_eq!(ns, vec![0, 4_309_410_000, 4_314_579_000, 4_319_410_000]);
     assert_eq!(loaded.report.out_of_order, 1);
     assert_eq!(loaded.report.first_out_of_order_line, Some(4));
-    assert_eq!((loaded.records[0].input_tokens, loaded.records[0].output_tokens), (374, 44));
+    assert_eq!(
+        (
+            loaded.records[0].input_tokens,
+            loaded.records[0].output_tokens
+        ),
+        (374, 44)
+    );
 
     let y2024 = load_ok("azure_2024.csv");
     let ns: Vec<u128> = y2024.records.iter().map(|r| r.arrival.as_nanos()).collect();
@@ -109,7 +154,13 @@ fn trace_burstgpt_drops_failed_rows_unless_kept() {
     assert_eq!(loaded.format, TraceFormat::Burstgpt);
     assert_eq!(loaded.records.len(), 3);
     assert_eq!(loaded.report.failed_dropped, 2);
-    assert!(loaded.report.lines().iter().any(|l| l.contains("dropped 2 failed requests")));
+    assert!(
+        loaded
+            .report
+            .lines()
+            .iter()
+            .any(|l| l.contains("dropped 2 failed requests"))
+    );
     assert_eq!(arrivals_ms(&loaded), vec![5000.0, 118_000.0, 130_000.0]);
 
     let opts = LoadOptions {
@@ -161,9 +212,14 @@ fn trace_truncated_gzip_is_an_error_naming_the_file() {
     let compressed = gzip(&body);
     let path = dir.path().join("cut.jsonl.gz");
     std::fs::write(&path, &compressed[..compressed.len() / 2]).expect("write");
-    let err = load(&path).expect_err("truncated gzip must fail").to_string();
+    let err = load(&path)
+        .expect_err("truncated gzip must fail")
+        .to_string();
     assert!(
-        err.starts_with(&format!("{}: truncated or corrupt gzip data", path.display())),
+        err.starts_with(&format!(
+            "{}: truncated or corrupt gzip data",
+            path.display()
+        )),
         "{err}"
     );
 }
@@ -172,12 +228,24 @@ fn trace_truncated_gzip_is_an_error_naming_the_file() {
 fn trace_bad_records_name_file_line_and_field() {
     let cases = [
         ("missing_field.jsonl", "2: input_length: missing"),
-        ("wrong_type.jsonl", "2: output_length: expected a non-negative integer, found string \"12\""),
-        ("nan_timestamp.jsonl", "3: timestamp: not a finite number (NaN)"),
-        ("infinite_timestamp.jsonl", "2: timestamp: not a finite number (Infinity)"),
+        (
+            "wrong_type.jsonl",
+            "2: output_length: expected a non-negative integer, found string \"12\"",
+        ),
+        (
+            "nan_timestamp.jsonl",
+            "3: timestamp: not a finite number (NaN)",
+        ),
+        (
+            "infinite_timestamp.jsonl",
+            "2: timestamp: not a finite number (Infinity)",
+        ),
         ("negative_timestamp.jsonl", "2: timestamp: negative (-5)"),
         ("negative_length.jsonl", "2: input_length: negative (-3)"),
-        ("hash_ids_count.jsonl", "2: hash_ids: 2 blocks, expected 3 (ceil(1025 / 512))"),
+        (
+            "hash_ids_count.jsonl",
+            "2: hash_ids: 2 blocks, expected 3 (ceil(1025 / 512))",
+        ),
         (
             "mixed_epoch.jsonl",
             "2: timestamp: epoch-sized value (1700000000 s) among relative timestamps: no single origin fits",
@@ -189,7 +257,10 @@ fn trace_bad_records_name_file_line_and_field() {
         ),
         ("azure_missing_column.csv", "1: GeneratedTokens: missing"),
         ("burstgpt_negative.csv", "3: Request tokens: negative (-1)"),
-        ("burstgpt_nan.csv", "2: Timestamp: not a finite number (NaN)"),
+        (
+            "burstgpt_nan.csv",
+            "2: Timestamp: not a finite number (NaN)",
+        ),
     ];
     for (name, expected) in cases {
         let (path, message) = error_of(&format!("bad/{name}"));
@@ -207,19 +278,31 @@ fn trace_invalid_json_names_the_line() {
 #[test]
 fn trace_empty_file_directory_and_unknown_format_are_clear_errors() {
     let (path, message) = error_of("bad/empty.jsonl");
-    assert_eq!(message, format!("{}: empty file, no records", path.display()));
+    assert_eq!(
+        message,
+        format!("{}: empty file, no records", path.display())
+    );
     let (path, message) = error_of("bad/blank_lines.jsonl");
-    assert_eq!(message, format!("{}: empty file, no records", path.display()));
+    assert_eq!(
+        message,
+        format!("{}: empty file, no records", path.display())
+    );
 
     let dir = fixture("bad");
     let message = load(&dir).expect_err("directory").to_string();
-    assert_eq!(message, format!("{}: is a directory, expected a trace file", dir.display()));
+    assert_eq!(
+        message,
+        format!("{}: is a directory, expected a trace file", dir.display())
+    );
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let odd = tmp.path().join("notes.txt");
     std::fs::write(&odd, "hello world\n").expect("write");
     let message = load(&odd).expect_err("unknown").to_string();
-    assert!(message.contains("cannot tell the trace format") && message.contains("--format"), "{message}");
+    assert!(
+        message.contains("cannot tell the trace format") && message.contains("--format"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -231,8 +314,17 @@ fn trace_skip_mode_counts_invalid_records_by_reason() {
     let loaded = trace::load(&fixture("mixed_bad.jsonl"), &opts).expect("loads");
     assert_eq!(loaded.records.len(), 3);
     assert_eq!(loaded.report.skipped, 2);
-    assert_eq!(loaded.report.skipped_by_reason.get("timestamp: not a finite number"), Some(&1));
-    assert_eq!(loaded.report.skipped_by_reason.get("input_length: missing"), Some(&1));
+    assert_eq!(
+        loaded
+            .report
+            .skipped_by_reason
+            .get("timestamp: not a finite number"),
+        Some(&1)
+    );
+    assert_eq!(
+        loaded.report.skipped_by_reason.get("input_length: missing"),
+        Some(&1)
+    );
     let path = fixture("mixed_bad.jsonl");
     assert_eq!(
         loaded.report.skipped_examples[1],
@@ -241,7 +333,10 @@ fn trace_skip_mode_counts_invalid_records_by_reason() {
 
     // Default is fail, at the first bad line.
     let err = load(&path).expect_err("fails").to_string();
-    assert_eq!(err, format!("{}:2: timestamp: not a finite number (NaN)", path.display()));
+    assert_eq!(
+        err,
+        format!("{}:2: timestamp: not a finite number (NaN)", path.display())
+    );
 }
 
 #[test]
@@ -254,8 +349,16 @@ fn trace_skip_mode_with_no_valid_record_is_an_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("all_bad.jsonl");
     std::fs::write(&path, "{\"timestamp\": NaN}\nnot json\n").expect("write");
-    let err = trace::load(&path, &opts).expect_err("nothing valid").to_string();
-    assert_eq!(err, format!("{}: no valid record (2 invalid records skipped)", path.display()));
+    let err = trace::load(&path, &opts)
+        .expect_err("nothing valid")
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: no valid record (2 invalid records skipped)",
+            path.display()
+        )
+    );
 }
 
 #[test]
@@ -272,7 +375,10 @@ fn trace_record_on_a_ten_mib_line_is_read() {
     let path = tmp.path().join("long.jsonl");
     std::fs::write(&path, line).expect("write");
     let loaded = load(&path).expect("loads");
-    assert_eq!(loaded.records[0].prefix.as_ref().map(|p| p.hash_ids.len()), Some(blocks as usize));
+    assert_eq!(
+        loaded.records[0].prefix.as_ref().map(|p| p.hash_ids.len()),
+        Some(blocks as usize)
+    );
 }
 
 #[test]
@@ -283,8 +389,13 @@ fn trace_format_flag_and_block_size_override() {
         ..LoadOptions::default()
     };
     // Mooncake's file read as ours with 256-token blocks: the counts no longer match.
-    let err = trace::load(&fixture("mooncake.jsonl"), &opts).expect_err("mismatch").to_string();
-    assert!(err.ends_with("1: hash_ids: 2 blocks, expected 4 (ceil(1024 / 256))"), "{err}");
+    let err = trace::load(&fixture("mooncake.jsonl"), &opts)
+        .expect_err("mismatch")
+        .to_string();
+    assert!(
+        err.ends_with("1: hash_ids: 2 blocks, expected 4 (ceil(1024 / 256))"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -294,16 +405,28 @@ fn trace_input_args_apply_transforms_and_report_clamps() {
     args.max_input_tokens = Some(600);
     args.limit = Some(4);
     let prepared = args.load().expect("loads");
-    let ms: Vec<u128> = prepared.records.iter().map(|r| r.arrival.as_millis()).collect();
+    let ms: Vec<u128> = prepared
+        .records
+        .iter()
+        .map(|r| r.arrival.as_millis())
+        .collect();
     assert_eq!(ms, vec![0, 750, 750, 1000]);
     assert_eq!(prepared.transform.dropped_by_limit, 1);
     assert_eq!(prepared.transform.clamped_input, 2);
     let clamped = &prepared.records[3];
     assert!(clamped.clamped);
     assert_eq!(clamped.input_tokens, 600);
-    assert_eq!(clamped.prefix.as_ref().map(|p| p.hash_ids.clone()), Some(vec![0, 1]));
+    assert_eq!(
+        clamped.prefix.as_ref().map(|p| p.hash_ids.clone()),
+        Some(vec![0, 1])
+    );
     assert_eq!(prepared.load.out_of_order, 2);
-    assert!(prepared.report_lines().iter().any(|l| l.contains("clamped 2 records")));
+    assert!(
+        prepared
+            .report_lines()
+            .iter()
+            .any(|l| l.contains("clamped 2 records"))
+    );
 }
 
 #[test]
@@ -314,7 +437,11 @@ fn trace_input_args_target_rate_and_window() {
     args.target_rate = Some(1.0);
     let prepared = args.load().expect("loads");
     // Window keeps offsets 2.75, 3.5, 4.625 s from the first record; 3 records → 3 s span.
-    let ms: Vec<u128> = prepared.records.iter().map(|r| r.arrival.as_millis()).collect();
+    let ms: Vec<u128> = prepared
+        .records
+        .iter()
+        .map(|r| r.arrival.as_millis())
+        .collect();
     assert_eq!(ms, vec![0, 1200, 3000]);
     assert_eq!(prepared.transform.dropped_by_window, 2);
     let stats = TraceStats::compute(&prepared.records);
@@ -327,8 +454,14 @@ fn trace_input_args_unknown_name_lists_known_ones() {
     let mut args = TraceInputArgs::for_file("no-such-trace");
     args.trace_dir = Some(tmp.path().to_path_buf());
     let err = format!("{:#}", args.load().expect_err("unknown"));
-    assert!(err.contains("no-such-trace: no such file, and not a known trace name"), "{err}");
-    assert!(err.contains("mooncake-conversation") && err.contains("azure-2023-code"), "{err}");
+    assert!(
+        err.contains("no-such-trace: no such file, and not a known trace name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mooncake-conversation") && err.contains("azure-2023-code"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -360,20 +493,36 @@ fn trace_stats_mooncake_conversation_matches_published_numbers() {
         return;
     };
     let out = run_stats(&path, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["records"], 12_031);
     assert_eq!(json["duration_s"], 3536.999);
-    assert_eq!(json["input_tokens"]["mean"].as_f64().map(f64::round), Some(12_035.0));
+    assert_eq!(
+        json["input_tokens"]["mean"].as_f64().map(f64::round),
+        Some(12_035.0)
+    );
     assert_eq!(json["input_tokens"]["max"], 126_195);
-    assert_eq!(json["output_tokens"]["mean"].as_f64().map(f64::round), Some(343.0));
+    assert_eq!(
+        json["output_tokens"]["mean"].as_f64().map(f64::round),
+        Some(343.0)
+    );
     assert_eq!(json["output_tokens"]["min"], 1);
     assert_eq!(json["output_tokens"]["max"], 2_000);
     assert_eq!(json["prefix"]["blocks_total"], 288_500);
     assert_eq!(json["prefix"]["blocks_distinct"], 182_790);
 
     let text = String::from_utf8_lossy(&run_stats(&path, false).stdout).into_owned();
-    for expected in ["12,031", "3,536.999 s", "mean 12,035", "max 126,195", "288,500 total, 182,790 distinct"] {
+    for expected in [
+        "12,031",
+        "3,536.999 s",
+        "mean 12,035",
+        "max 126,195",
+        "288,500 total, 182,790 distinct",
+    ] {
         assert!(text.contains(expected), "{expected:?} not in:\n{text}");
     }
 }
@@ -386,10 +535,17 @@ fn trace_stats_azure_2023_conversation() {
     let loaded = load(&path).expect("loads");
     let stats = TraceStats::compute(&loaded.records);
     assert_eq!(stats.records, 19_366);
-    assert!((stats.duration_s - 3501.7).abs() < 0.05, "{}", stats.duration_s);
+    assert!(
+        (stats.duration_s - 3501.7).abs() < 0.05,
+        "{}",
+        stats.duration_s
+    );
     assert_eq!(loaded.records[0].arrival, Duration::ZERO);
     let text = String::from_utf8_lossy(&run_stats(&path, false).stdout).into_owned();
-    assert!(text.contains("19,366") && text.contains("3,501.7"), "{text}");
+    assert!(
+        text.contains("19,366") && text.contains("3,501.7"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -398,5 +554,11 @@ fn trace_stats_cli_fails_with_exit_2_and_the_record_error() {
     let out = run_stats(&path, false);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:3: timestamp: not a finite number (NaN)", path.display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: timestamp: not a finite number (NaN)",
+            path.display()
+        )),
+        "{stderr}"
+    );
 }

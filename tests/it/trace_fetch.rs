@@ -38,27 +38,42 @@ fn start_server(state: Shared) -> String {
     let addr = listener.local_addr().expect("addr");
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = axum::Router::new().route("/{file}", axum::routing::get(serve)).with_state(state);
+            let app = axum::Router::new()
+                .route("/{file}", axum::routing::get(serve))
+                .with_state(state);
             let _ = axum::serve(listener, app).await;
         });
     });
     format!("http://{addr}")
 }
 
-async fn serve(UrlPath(file): UrlPath<String>, State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_string);
+async fn serve(
+    UrlPath(file): UrlPath<String>,
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Response {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut state = state.lock().expect("lock");
     state.ranges_seen.push(range.clone());
     let Some(body) = state.files.get(&file).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
 
-    let start = range
-        .filter(|_| state.honour_ranges)
-        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok());
+    let start = range.filter(|_| state.honour_ranges).and_then(|r| {
+        r.strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse::<usize>()
+            .ok()
+    });
     let (status, slice) = match start {
         Some(start) if start < body.len() => (StatusCode::PARTIAL_CONTENT, body[start..].to_vec()),
         Some(_) => return StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
@@ -72,10 +87,11 @@ async fn serve(UrlPath(file): UrlPath<String>, State(state): State<Shared>, head
                 Err(std::io::Error::other("connection cut by the test")),
             ];
             // A pause before each chunk lets the first one reach the client before the cut.
-            let paced = futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                chunk
-            });
+            let paced =
+                futures::StreamExt::then(futures::stream::iter(chunks), |chunk| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    chunk
+                });
             Body::from_stream(paced)
         }
         None => Body::from(slice),
@@ -143,10 +159,21 @@ fn trace_fetch_interrupted_download_resumes_with_a_range_request() {
     let opts = options(dir.path(), &url);
 
     let err = fetch::fetch(trace, &opts).expect_err("cut off");
-    assert!(matches!(err, FetchError::Network { .. } | FetchError::Incomplete { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FetchError::Network { .. } | FetchError::Incomplete { .. }
+        ),
+        "{err}"
+    );
     let dest = dir.path().join(trace.file_name);
-    assert!(!dest.exists(), "a half file must never be taken for a whole one");
-    let part_len = std::fs::metadata(fetch::part_path(&dest)).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        !dest.exists(),
+        "a half file must never be taken for a whole one"
+    );
+    let part_len = std::fs::metadata(fetch::part_path(&dest))
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(part_len > 0 && part_len < body.len() as u64, "{part_len}");
 
     let path = fetch::fetch(trace, &opts).expect("resumes");
@@ -184,7 +211,10 @@ fn trace_fetch_rejects_a_checksum_mismatch() {
 
     let err = fetch::fetch(trace, &options(dir.path(), &url)).expect_err("mismatch");
     let message = err.to_string();
-    assert!(message.starts_with("mooncake-conversation: SHA-256 mismatch: expected b8cbb061"), "{message}");
+    assert!(
+        message.starts_with("mooncake-conversation: SHA-256 mismatch: expected b8cbb061"),
+        "{message}"
+    );
     let dest = dir.path().join(trace.file_name);
     assert!(!dest.exists() && !fetch::part_path(&dest).exists());
 }
@@ -199,7 +229,10 @@ fn trace_fetch_verifies_the_real_conversation_trace() {
     let url = start_server(state);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = fetch::fetch(trace, &options(dir.path(), &url)).expect("checksum matches");
-    assert_eq!(fetch::sha256_file(&path).expect("hash"), trace.sha256.unwrap_or_default());
+    assert_eq!(
+        fetch::sha256_file(&path).expect("hash"),
+        trace.sha256.unwrap_or_default()
+    );
 }
 
 #[test]
@@ -208,7 +241,11 @@ fn trace_fetch_http_error_is_reported_with_status() {
     let url = start_server(state);
     let dir = tempfile::tempdir().expect("tempdir");
     let err = fetch::fetch(known(SYNTHETIC), &options(dir.path(), &url)).expect_err("404");
-    assert!(err.to_string().ends_with("mooncake_synthetic_trace.jsonl: HTTP status 404"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("mooncake_synthetic_trace.jsonl: HTTP status 404"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -250,8 +287,14 @@ fn trace_fetch_cli_unknown_name_lists_known_ones_and_list_shows_cache() {
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let azure = stdout.lines().find(|l| l.starts_with("azure-2023-conv")).unwrap_or_default();
+    let azure = stdout
+        .lines()
+        .find(|l| l.starts_with("azure-2023-conv"))
+        .unwrap_or_default();
     assert!(azure.contains("cached"), "{stdout}");
-    let qwen = stdout.lines().find(|l| l.starts_with("qwen-bailian-a")).unwrap_or_default();
+    let qwen = stdout
+        .lines()
+        .find(|l| l.starts_with("qwen-bailian-a"))
+        .unwrap_or_default();
     assert!(!qwen.contains("cached"), "{stdout}");
 }

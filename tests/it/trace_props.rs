@@ -21,7 +21,10 @@ const VALID: [(&str, &str); 5] = [
         "t.jsonl",
         "{\"timestamp\": 1.25, \"input_length\": 64, \"output_length\": 4, \"hash_ids\": [1, 2, 3, 4], \"block_size\": 16}\n",
     ),
-    ("a.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.1,10,4\n"),
+    (
+        "a.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:47.1,10,4\n",
+    ),
     (
         "g.csv",
         "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n5,ChatGPT,472,18,490,Conversation log\n",
@@ -39,14 +42,22 @@ const FORMATS: [TraceFormat; 5] = [
 
 /// Loads `bytes` as `format` (or detected) in both invalid-record modes and checks the
 /// outcome's shape.
-fn check(dir: &Path, name: &str, bytes: &[u8], format: Option<TraceFormat>) -> Result<(), TestCaseError> {
+fn check(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    format: Option<TraceFormat>,
+) -> Result<(), TestCaseError> {
     let path = dir.join(name);
     std::fs::write(&path, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
     // An upper bound on line numbers (compressed bytes say nothing about lines).
     let lines = if bytes.starts_with(&[0x1f, 0x8b]) {
         u64::MAX
     } else {
-        1 + bytes.iter().filter(|b| **b == b'\n' || **b == b'\r').count() as u64
+        1 + bytes
+            .iter()
+            .filter(|b| **b == b'\n' || **b == b'\r')
+            .count() as u64
     };
     for on_invalid in [OnInvalid::Fail, OnInvalid::Skip] {
         let opts = LoadOptions {
@@ -57,7 +68,12 @@ fn check(dir: &Path, name: &str, bytes: &[u8], format: Option<TraceFormat>) -> R
         match trace::load(&path, &opts) {
             Ok(loaded) => {
                 prop_assert!(!loaded.records.is_empty());
-                prop_assert!(loaded.records.windows(2).all(|w| w[0].arrival <= w[1].arrival));
+                prop_assert!(
+                    loaded
+                        .records
+                        .windows(2)
+                        .all(|w| w[0].arrival <= w[1].arrival)
+                );
             }
             Err(err) => check_error(&path, &err, lines)?,
         }
@@ -78,7 +94,10 @@ fn check_error(path: &Path, err: &TraceError, lines: u64) -> Result<(), TestCase
 }
 
 fn any_format() -> impl Strategy<Value = Option<TraceFormat>> {
-    prop_oneof![Just(None), proptest::sample::select(TraceFormat::ALL.to_vec()).prop_map(Some)]
+    prop_oneof![
+        Just(None),
+        proptest::sample::select(TraceFormat::ALL.to_vec()).prop_map(Some)
+    ]
 }
 
 /// A mutation of a valid file: overwrite, insert or delete bytes at a position.

@@ -14,7 +14,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn tracebench(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin()).args(args).output().expect("runs tracebench")
+    Command::new(common::bin())
+        .args(args)
+        .output()
+        .expect("runs tracebench")
 }
 
 fn load(path: &Path) -> Vec<TraceRecord> {
@@ -39,7 +42,11 @@ fn convert(input: &Path, output: &Path, to: TraceFormat) {
         to.name(),
         "--keep-failed",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -48,7 +55,11 @@ fn trace_convert_round_trips_every_format_through_ours() {
     let cases = [
         ("mooncake.jsonl", TraceFormat::Mooncake, "back.jsonl"),
         ("bailian.jsonl", TraceFormat::Bailian, "back_bailian.jsonl"),
-        ("tracebench.jsonl", TraceFormat::Tracebench, "back_ours.jsonl"),
+        (
+            "tracebench.jsonl",
+            TraceFormat::Tracebench,
+            "back_ours.jsonl",
+        ),
         ("azure_2023.csv", TraceFormat::Azure, "back_azure.csv"),
         ("burstgpt.csv", TraceFormat::Burstgpt, "back_burst.csv"),
     ];
@@ -68,8 +79,16 @@ fn trace_convert_round_trips_every_format_through_ours() {
         let last = trace::load(&back, &opts).expect("converted back loads");
         assert_eq!(middle.format, TraceFormat::Tracebench, "{name}");
         assert_eq!(last.format, format, "{name}");
-        assert_eq!(without_lines(middle.records), without_lines(first.records.clone()), "{name} → ours");
-        assert_eq!(without_lines(last.records), without_lines(first.records), "{name} → ours → back");
+        assert_eq!(
+            without_lines(middle.records),
+            without_lines(first.records.clone()),
+            "{name} → ours"
+        );
+        assert_eq!(
+            without_lines(last.records),
+            without_lines(first.records),
+            "{name} → ours → back"
+        );
     }
 }
 
@@ -92,7 +111,10 @@ fn trace_convert_gzip_output_and_refusal_of_foreign_block_sizes() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("mooncake needs 512-token blocks (these are 16"), "{stderr}");
+    assert!(
+        stderr.contains("mooncake needs 512-token blocks (these are 16"),
+        "{stderr}"
+    );
 }
 
 fn synth(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
@@ -102,17 +124,41 @@ fn synth(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
     args.push(&shown);
     args.extend_from_slice(extra);
     let out = tracebench(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
 #[test]
 fn trace_synth_is_deterministic_for_a_seed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = ["--seed", "42", "--rate", "5", "--count", "500", "--prefix-groups", "3", "--sessions"];
+    let args = [
+        "--seed",
+        "42",
+        "--rate",
+        "5",
+        "--count",
+        "500",
+        "--prefix-groups",
+        "3",
+        "--sessions",
+    ];
     let a = synth(dir.path(), "a.jsonl", &args);
     let b = synth(dir.path(), "b.jsonl", &args);
-    let other_seed = ["--seed", "43", "--rate", "5", "--count", "500", "--prefix-groups", "3", "--sessions"];
+    let other_seed = [
+        "--seed",
+        "43",
+        "--rate",
+        "5",
+        "--count",
+        "500",
+        "--prefix-groups",
+        "3",
+        "--sessions",
+    ];
     let c = synth(dir.path(), "c.jsonl", &other_seed);
     let read = |p: &Path| std::fs::read(p).expect("written");
     assert_eq!(read(&a), read(&b));
@@ -120,7 +166,11 @@ fn trace_synth_is_deterministic_for_a_seed() {
 
     let records = load(&a);
     assert_eq!(records.len(), 500);
-    assert!(records.iter().all(|r| r.kind.as_deref() == Some("synthetic")));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.kind.as_deref() == Some("synthetic"))
+    );
     let sessions = TraceStats::compute(&records).sessions.expect("sessions");
     assert!(sessions.children > 100, "{sessions:?}");
     assert_eq!(sessions.not_extending_parent, 0);
@@ -134,7 +184,18 @@ fn trace_synth_rate_is_within_five_percent_over_ten_thousand_records() {
         let path = synth(
             dir.path(),
             &name,
-            &["--seed", "1", "--rate", "20", "--count", "10000", "--arrival", arrival, "--burstiness", "0.25"],
+            &[
+                "--seed",
+                "1",
+                "--rate",
+                "20",
+                "--count",
+                "10000",
+                "--arrival",
+                arrival,
+                "--burstiness",
+                "0.25",
+            ],
         );
         let stats = TraceStats::compute(&load(&path));
         assert_eq!(stats.records, 10_000);
@@ -156,8 +217,20 @@ fn trace_synth_prefix_reuse_ratio_is_as_configured() {
     // 2048-token prompts are 4 blocks; 4 groups of 2 shared blocks; every request uses one.
     // Of 4n blocks, 2n are shared ids of which 8 are distinct: reuse = (2n − 8) / 4n.
     let common_args = [
-        "--seed", "3", "--rate", "10", "--count", "10000", "--input-tokens", "fixed:2048",
-        "--block-size", "512", "--prefix-groups", "4", "--prefix-tokens", "1024",
+        "--seed",
+        "3",
+        "--rate",
+        "10",
+        "--count",
+        "10000",
+        "--input-tokens",
+        "fixed:2048",
+        "--block-size",
+        "512",
+        "--prefix-groups",
+        "4",
+        "--prefix-tokens",
+        "1024",
     ];
     let all = synth(dir.path(), "all.jsonl", &common_args);
     let prefix = TraceStats::compute(&load(&all)).prefix.expect("blocks");
@@ -171,20 +244,47 @@ fn trace_synth_prefix_reuse_ratio_is_as_configured() {
     half_args.extend_from_slice(&["--prefix-share", "0.5"]);
     let half = synth(dir.path(), "half.jsonl", &half_args);
     let prefix = TraceStats::compute(&load(&half)).prefix.expect("blocks");
-    assert!((prefix.reuse_ratio - 0.25).abs() < 0.01, "{}", prefix.reuse_ratio);
+    assert!(
+        (prefix.reuse_ratio - 0.25).abs() < 0.01,
+        "{}",
+        prefix.reuse_ratio
+    );
 }
 
 #[test]
 fn trace_synth_duration_and_bad_parameters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = synth(dir.path(), "d.jsonl", &["--rate", "50", "--duration", "59.99", "--arrival", "constant"]);
+    let path = synth(
+        dir.path(),
+        "d.jsonl",
+        &[
+            "--rate",
+            "50",
+            "--duration",
+            "59.99",
+            "--arrival",
+            "constant",
+        ],
+    );
     let records = load(&path);
     assert_eq!(records.len(), 3000);
-    assert!(records.last().is_some_and(|r| r.arrival.as_secs_f64() < 59.99));
+    assert!(
+        records
+            .last()
+            .is_some_and(|r| r.arrival.as_secs_f64() < 59.99)
+    );
 
     let out = tracebench(&[
-        "trace", "synth", "--output", &dir.path().join("x.jsonl").display().to_string(),
-        "--rate", "5", "--count", "10", "--input-tokens", "gauss:1:2",
+        "trace",
+        "synth",
+        "--output",
+        &dir.path().join("x.jsonl").display().to_string(),
+        "--rate",
+        "5",
+        "--count",
+        "10",
+        "--input-tokens",
+        "gauss:1:2",
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind \"gauss\""));
