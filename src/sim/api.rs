@@ -133,7 +133,11 @@ pub(crate) fn parse_chat(body: &[u8], cfg: &SimConfig) -> Result<GenRequest, Api
     if chat.messages.is_empty() {
         return Err(ApiError::Invalid("messages: must not be empty".into()));
     }
-    let messages = chat.messages.into_iter().map(|m| (m.role, content_text(m.content))).collect();
+    let messages = chat
+        .messages
+        .into_iter()
+        .map(|m| (m.role, content_text(m.content)))
+        .collect();
     finish(Prompt::Chat(messages), chat.common, cfg)
 }
 
@@ -145,7 +149,11 @@ pub(crate) fn parse_completion(body: &[u8], cfg: &SimConfig) -> Result<GenReques
         PromptField::Ids(ids) => Prompt::Ids(ids),
         PromptField::Texts(mut v) if v.len() == 1 => Prompt::Text(v.remove(0)),
         PromptField::IdLists(mut v) if v.len() == 1 => Prompt::Ids(v.remove(0)),
-        _ => return Err(ApiError::Invalid("prompt: batches of prompts are not supported".into())),
+        _ => {
+            return Err(ApiError::Invalid(
+                "prompt: batches of prompts are not supported".into(),
+            ));
+        }
     };
     let empty = match &prompt {
         Prompt::Text(t) => t.is_empty(),
@@ -221,8 +229,11 @@ pub(crate) struct TokenizeBody {
 impl TokenizeBody {
     /// The messages as (role, text) pairs, if given.
     pub(crate) fn messages(self) -> Option<Vec<(String, String)>> {
-        self.messages
-            .map(|ms| ms.into_iter().map(|m| (m.role, content_text(m.content))).collect())
+        self.messages.map(|ms| {
+            ms.into_iter()
+                .map(|m| (m.role, content_text(m.content)))
+                .collect()
+        })
     }
 }
 
@@ -233,12 +244,25 @@ mod tests {
     #[test]
     fn completion_prompt_forms() {
         let cfg = SimConfig::default();
-        let r = parse_completion(br#"{"prompt":[[1,2,3]],"max_tokens":4,"stream":true}"#, &cfg).unwrap();
+        let r = parse_completion(
+            br#"{"prompt":[[1,2,3]],"max_tokens":4,"stream":true}"#,
+            &cfg,
+        )
+        .unwrap();
         assert_eq!(r.prompt, Prompt::Ids(vec![1, 2, 3]));
         assert_eq!(r.max_tokens, 4);
-        let r = parse_completion(br#"{"prompt":"hi","max_completion_tokens":9,"max_tokens":2}"#, &cfg).unwrap();
+        let r = parse_completion(
+            br#"{"prompt":"hi","max_completion_tokens":9,"max_tokens":2}"#,
+            &cfg,
+        )
+        .unwrap();
         assert_eq!(r.max_tokens, 9);
-        assert_eq!(parse_completion(br#"{"prompt":"x"}"#, &cfg).unwrap().max_tokens, DEFAULT_MAX_TOKENS);
+        assert_eq!(
+            parse_completion(br#"{"prompt":"x"}"#, &cfg)
+                .unwrap()
+                .max_tokens,
+            DEFAULT_MAX_TOKENS
+        );
         assert!(parse_completion(br#"{"prompt":["a","b"]}"#, &cfg).is_err());
     }
 

@@ -81,7 +81,10 @@ impl ChunkLog {
             Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
             None => None,
         };
-        Ok(Some(ChunkLog { memory: memory.then(Mutex::default), file }))
+        Ok(Some(ChunkLog {
+            memory: memory.then(Mutex::default),
+            file,
+        }))
     }
 
     /// Records `record` (stamped now by the caller).
@@ -100,7 +103,10 @@ impl ChunkLog {
 
     /// A copy of the in-memory records (empty when not kept).
     pub(crate) fn records(&self) -> Vec<ChunkRecord> {
-        self.memory.as_ref().and_then(|m| m.lock().ok().map(|v| v.clone())).unwrap_or_default()
+        self.memory
+            .as_ref()
+            .and_then(|m| m.lock().ok().map(|v| v.clone()))
+            .unwrap_or_default()
     }
 
     /// Flushes the file, if any.
@@ -114,5 +120,7 @@ impl ChunkLog {
 
 /// Now, in nanoseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_ns_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -80,7 +80,10 @@ impl EnginePreset {
 
     /// The preset's command-line name.
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, p)| *p == self).map_or("?", |(n, _)| n)
+        Self::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("?", |(n, _)| n)
     }
 
     /// The preset's constants.
@@ -184,7 +187,10 @@ impl std::fmt::Debug for SimConfig {
             .field("itl", &self.itl)
             .field("engine", &self.engine)
             .field("speed", &self.speed)
-            .field("tokenizer", &self.tokenizer.as_ref().map(|t| t.name().to_owned()))
+            .field(
+                "tokenizer",
+                &self.tokenizer.as_ref().map(|t| t.name().to_owned()),
+            )
             .field("max_model_len", &self.max_model_len)
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("faults", &self.faults)

@@ -75,7 +75,11 @@ impl EngineHandle {
         max_tokens: u32,
     ) -> mpsc::UnboundedReceiver<TokenEvent> {
         let (events, rx) = mpsc::unbounded_channel();
-        let _ = self.tx.send(EngineRequest { tokens, max_tokens, events });
+        let _ = self.tx.send(EngineRequest {
+            tokens,
+            max_tokens,
+            events,
+        });
         rx
     }
 }
@@ -135,7 +139,15 @@ impl Engine {
         rx: mpsc::UnboundedReceiver<EngineRequest>,
     ) -> Self {
         let kv = KvPool::new(cfg.constants.kv_blocks);
-        Engine { cfg, speed, metrics, kv, waiting: VecDeque::new(), running: Vec::new(), rx }
+        Engine {
+            cfg,
+            speed,
+            metrics,
+            kv,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            rx,
+        }
     }
 
     /// The step loop: take requests, plan a step, wait its modelled time, deliver tokens.
@@ -150,7 +162,11 @@ impl Engine {
 
             // Keep an absolute schedule while busy, so timer granularity does not add up.
             let now = Instant::now();
-            let start = if now.duration_since(step_end) > MAX_CATCH_UP { now } else { step_end };
+            let start = if now.duration_since(step_end) > MAX_CATCH_UP {
+                now
+            } else {
+                step_end
+            };
             step_end = start + self.step_time(&step).div_f64(self.speed);
             if step_end > Instant::now() {
                 tokio::time::sleep_until(step_end).await;
@@ -217,7 +233,9 @@ impl Engine {
 
         // Admit waiting requests while there is budget, a running slot and KV room.
         while budget > 0 && (self.running.len() as u32) < self.cfg.max_running {
-            let Some(seq) = self.waiting.pop_front() else { break };
+            let Some(seq) = self.waiting.pop_front() else {
+                break;
+            };
             if seq.events.is_closed() {
                 continue;
             }
@@ -260,7 +278,14 @@ impl Engine {
         SimMetrics::add(&m.prompt_tokens, u64::from(seq.prompt_len));
         let pinned = seq.hashes[..hit_blocks].to_vec();
         let prefilled = hit_blocks as u32 * bt;
-        Ok(Running { seq, hit_blocks, private_blocks, pinned, prefilled, generated: 0 })
+        Ok(Running {
+            seq,
+            hit_blocks,
+            private_blocks,
+            pinned,
+            prefilled,
+            generated: 0,
+        })
     }
 
     /// Drops a waiting request that cannot be admitted into an idle engine (it can never
@@ -296,7 +321,9 @@ impl Engine {
                 promote_prompt_blocks(&mut self.kv, r);
             }
             r.generated += 1;
-            let event = TokenEvent { cached_tokens: r.cached_tokens(bt) };
+            let event = TokenEvent {
+                cached_tokens: r.cached_tokens(bt),
+            };
             let sent = r.seq.events.send(event).is_ok();
             SimMetrics::add(&self.metrics.generation_tokens, 1);
             if !sent || r.generated >= r.seq.max_tokens {
@@ -324,8 +351,10 @@ impl Engine {
     /// Updates the gauges.
     fn publish(&self) {
         let m = &self.metrics;
-        m.running.store(self.running.len() as u64, Ordering::Relaxed);
-        m.waiting.store(self.waiting.len() as u64, Ordering::Relaxed);
+        m.running
+            .store(self.running.len() as u64, Ordering::Relaxed);
+        m.waiting
+            .store(self.waiting.len() as u64, Ordering::Relaxed);
         let ppm = u64::from(self.kv.used()) * 1_000_000 / u64::from(self.kv.total().max(1));
         m.kv_usage_ppm.store(ppm, Ordering::Relaxed);
     }
@@ -350,15 +379,26 @@ mod tests {
         (Engine::new(cfg, 1.0, Arc::default(), rx), tx)
     }
 
-    fn seq(engine: &mut Engine, tokens: Vec<u32>, max_tokens: u32) -> mpsc::UnboundedReceiver<TokenEvent> {
+    fn seq(
+        engine: &mut Engine,
+        tokens: Vec<u32>,
+        max_tokens: u32,
+    ) -> mpsc::UnboundedReceiver<TokenEvent> {
         let (events, rx) = mpsc::unbounded_channel();
-        engine.enqueue(EngineRequest { tokens, max_tokens, events });
+        engine.enqueue(EngineRequest {
+            tokens,
+            max_tokens,
+            events,
+        });
         rx
     }
 
     #[test]
     fn chunked_prefill_respects_the_budget_and_decodes_first() {
-        let cfg = EngineConfig { max_batched_tokens: 100, ..EngineConfig::default() };
+        let cfg = EngineConfig {
+            max_batched_tokens: 100,
+            ..EngineConfig::default()
+        };
         let (mut e, _tx) = engine(cfg);
         let _a = seq(&mut e, vec![1; 10], 3);
         let _b = seq(&mut e, vec![2; 250], 3);
@@ -391,7 +431,10 @@ mod tests {
 
     #[test]
     fn requests_queue_when_the_kv_cache_is_full() {
-        let mut cfg = EngineConfig { prefix_cache: false, ..EngineConfig::default() };
+        let mut cfg = EngineConfig {
+            prefix_cache: false,
+            ..EngineConfig::default()
+        };
         cfg.constants.kv_blocks = 4;
         let (mut e, _tx) = engine(cfg);
         let _a = seq(&mut e, vec![1; 40], 8);

@@ -73,7 +73,9 @@ pub struct FaultRule {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FaultParseError {
     /// The kind is not one we know.
-    #[error("fault `{0}`: unknown kind (expected status, status-empty, cut, error, stall, malformed, keepalive, first-delay)")]
+    #[error(
+        "fault `{0}`: unknown kind (expected status, status-empty, cut, error, stall, malformed, keepalive, first-delay)"
+    )]
     Kind(String),
     /// A number is missing or malformed.
     #[error("fault `{spec}`: {what}: expected {expected}")]
@@ -113,7 +115,11 @@ fn parse_kind(spec: &str, part: &str) -> Result<FaultKind, FaultParseError> {
     let name = fields.next().unwrap_or_default();
     let args: Vec<&str> = fields.collect();
     let num = |i: usize, what: &'static str| -> Result<u32, FaultParseError> {
-        let bad = || FaultParseError::Number { spec: spec.to_owned(), what, expected: "a whole number" };
+        let bad = || FaultParseError::Number {
+            spec: spec.to_owned(),
+            what,
+            expected: "a whole number",
+        };
         args.get(i).ok_or_else(bad)?.parse().map_err(|_| bad())
     };
     let secs = |i: usize| -> Result<Duration, FaultParseError> {
@@ -135,14 +141,26 @@ fn parse_kind(spec: &str, part: &str) -> Result<FaultKind, FaultParseError> {
                     expected: "an HTTP error status from 400 to 599",
                 });
             }
-            Ok(FaultKind::Status { code: code as u16, body: name == "status" })
+            Ok(FaultKind::Status {
+                code: code as u16,
+                body: name == "status",
+            })
         }
-        "cut" => Ok(FaultKind::Cut { after_tokens: num(0, "tokens")? }),
-        "error" => Ok(FaultKind::ErrorEvent { after_tokens: num(0, "tokens")? }),
-        "malformed" => Ok(FaultKind::Malformed { after_tokens: num(0, "tokens")? }),
+        "cut" => Ok(FaultKind::Cut {
+            after_tokens: num(0, "tokens")?,
+        }),
+        "error" => Ok(FaultKind::ErrorEvent {
+            after_tokens: num(0, "tokens")?,
+        }),
+        "malformed" => Ok(FaultKind::Malformed {
+            after_tokens: num(0, "tokens")?,
+        }),
         "stall" => {
             let after_tokens = if args.len() > 1 { num(1, "tokens")? } else { 0 };
-            Ok(FaultKind::Stall { duration: secs(0)?, after_tokens })
+            Ok(FaultKind::Stall {
+                duration: secs(0)?,
+                after_tokens,
+            })
         }
         "keepalive" => Ok(FaultKind::KeepAlive),
         "first-delay" => Ok(FaultKind::FirstDelay { duration: secs(0)? }),
@@ -180,7 +198,8 @@ pub fn pick(rules: &[FaultRule], seed: u64, n: u64) -> Option<&FaultKind> {
 
 /// A uniform draw in [0, 1) from (seed, request, rule) with SplitMix64.
 fn unit_draw(seed: u64, n: u64, rule: u64) -> f64 {
-    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rule.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z =
+        seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rule.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -194,15 +213,27 @@ mod tests {
     #[test]
     fn parses_every_kind_and_trigger() {
         let rule: FaultRule = "status-empty:503,every=4".parse().unwrap();
-        assert_eq!(rule.kind, FaultKind::Status { code: 503, body: false });
+        assert_eq!(
+            rule.kind,
+            FaultKind::Status {
+                code: 503,
+                body: false
+            }
+        );
         assert_eq!(rule.trigger, Trigger::Every(4));
         let rule: FaultRule = "stall:1.5:3,rate=0.25".parse().unwrap();
         assert_eq!(
             rule.kind,
-            FaultKind::Stall { duration: Duration::from_millis(1500), after_tokens: 3 }
+            FaultKind::Stall {
+                duration: Duration::from_millis(1500),
+                after_tokens: 3
+            }
         );
         assert_eq!(rule.trigger, Trigger::Rate(0.25));
-        assert_eq!("keepalive".parse::<FaultRule>().unwrap().trigger, Trigger::Every(1));
+        assert_eq!(
+            "keepalive".parse::<FaultRule>().unwrap().trigger,
+            Trigger::Every(1)
+        );
     }
 
     #[test]
@@ -223,7 +254,9 @@ mod tests {
         assert_eq!(hits, vec![3, 6, 9]);
 
         let rules: Vec<FaultRule> = vec!["cut:1,rate=0.2".parse().unwrap()];
-        let count = (1..=10_000).filter(|n| pick(&rules, 7, *n).is_some()).count();
+        let count = (1..=10_000)
+            .filter(|n| pick(&rules, 7, *n).is_some())
+            .count();
         assert!((1_800..2_200).contains(&count), "{count}");
     }
 }

@@ -2,6 +2,7 @@
 //! prefix cache (keyed by chained hashes of prompt token blocks). Cached blocks that no
 //! running request uses are evictable, least recently released first. Pure data, no time.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -23,7 +24,7 @@ pub(crate) fn block_hashes(tokens: &[u32], block_tokens: u32) -> Vec<u64> {
 
 /// One cached block: how many running requests use it, and when it was last released.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Cached {
     refs: u32,
     released_tick: u64,
 }
@@ -34,7 +35,7 @@ pub(crate) struct KvPool {
     total: u32,
     private: u32,
     pinned: u32,
-    entries: HashMap<u64, Entry>,
+    entries: HashMap<u64, Cached>,
     evictable: BTreeMap<u64, u64>,
     tick: u64,
 }
@@ -103,17 +104,23 @@ impl KvPool {
     /// pins the existing entry and frees the private block).
     pub(crate) fn promote(&mut self, h: u64) {
         self.private -= 1;
-        if self.entries.contains_key(&h) {
-            self.pin(h);
-        } else {
-            self.entries.insert(h, Entry { refs: 1, released_tick: 0 });
-            self.pinned += 1;
+        match self.entries.entry(h) {
+            Entry::Occupied(_) => self.pin(h),
+            Entry::Vacant(slot) => {
+                slot.insert(Cached {
+                    refs: 1,
+                    released_tick: 0,
+                });
+                self.pinned += 1;
+            }
         }
     }
 
     /// Releases one use of cached block `h`; at zero uses it becomes evictable.
     pub(crate) fn unpin(&mut self, h: u64) {
-        let Some(entry) = self.entries.get_mut(&h) else { return };
+        let Some(entry) = self.entries.get_mut(&h) else {
+            return;
+        };
         entry.refs -= 1;
         if entry.refs == 0 {
             self.tick += 1;
@@ -125,7 +132,9 @@ impl KvPool {
 
     /// Adds one use of cached block `h` (which must exist).
     fn pin(&mut self, h: u64) {
-        let Some(entry) = self.entries.get_mut(&h) else { return };
+        let Some(entry) = self.entries.get_mut(&h) else {
+            return;
+        };
         if entry.refs == 0 {
             self.evictable.remove(&entry.released_tick);
             self.pinned += 1;

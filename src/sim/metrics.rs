@@ -36,7 +36,11 @@ impl SimMetrics {
     pub fn prefix_hit_ratio(&self) -> f64 {
         let queries = self.prefix_cache_queries.load(Ordering::Relaxed);
         let hits = self.prefix_cache_hits.load(Ordering::Relaxed);
-        if queries == 0 { 0.0 } else { hits as f64 / queries as f64 }
+        if queries == 0 {
+            0.0
+        } else {
+            hits as f64 / queries as f64
+        }
     }
 
     /// Prometheus text exposition (format 0.0.4) for model `model`.
@@ -45,23 +49,69 @@ impl SimMetrics {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n");
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{labels} {value}\n"
+            );
         };
-        metric("vllm:num_requests_running", "gauge", "Number of requests in model execution batches.", get(&self.running).to_string());
-        metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", get(&self.waiting).to_string());
-        metric("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", format!("{}", get(&self.kv_usage_ppm) as f64 / 1e6));
-        metric("vllm:prefix_cache_queries_total", "counter", "Prefix cache queries, in terms of number of queried tokens.", get(&self.prefix_cache_queries).to_string());
-        metric("vllm:prefix_cache_hits_total", "counter", "Prefix cache hits, in terms of number of cached tokens.", get(&self.prefix_cache_hits).to_string());
-        metric("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.", get(&self.prompt_tokens).to_string());
-        metric("vllm:generation_tokens_total", "counter", "Number of generation tokens processed.", get(&self.generation_tokens).to_string());
-        metric("vllm:request_success_total", "counter", "Count of successfully processed requests.", get(&self.requests_finished).to_string());
+        metric(
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            get(&self.running).to_string(),
+        );
+        metric(
+            "vllm:num_requests_waiting",
+            "gauge",
+            "Number of requests waiting to be processed.",
+            get(&self.waiting).to_string(),
+        );
+        metric(
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            format!("{}", get(&self.kv_usage_ppm) as f64 / 1e6),
+        );
+        metric(
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            get(&self.prefix_cache_queries).to_string(),
+        );
+        metric(
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            get(&self.prefix_cache_hits).to_string(),
+        );
+        metric(
+            "vllm:prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            get(&self.prompt_tokens).to_string(),
+        );
+        metric(
+            "vllm:generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            get(&self.generation_tokens).to_string(),
+        );
+        metric(
+            "vllm:request_success_total",
+            "counter",
+            "Count of successfully processed requests.",
+            get(&self.requests_finished).to_string(),
+        );
         out
     }
 }
 
 /// Escapes a Prometheus label value.
 fn escape_label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -74,9 +124,15 @@ mod tests {
         SimMetrics::add(&m.prefix_cache_hits, 32);
         m.kv_usage_ppm.store(250_000, Ordering::Relaxed);
         let text = m.render("my\"model");
-        assert!(text.contains("vllm:prefix_cache_hits_total{model_name=\"my\\\"model\",engine=\"0\"} 32\n"));
+        assert!(text.contains(
+            "vllm:prefix_cache_hits_total{model_name=\"my\\\"model\",engine=\"0\"} 32\n"
+        ));
         assert!(text.contains("# TYPE vllm:prefix_cache_queries_total counter\n"));
-        assert!(text.contains("vllm:kv_cache_usage_perc{model_name=\"my\\\"model\",engine=\"0\"} 0.25\n"));
+        assert!(
+            text.contains(
+                "vllm:kv_cache_usage_perc{model_name=\"my\\\"model\",engine=\"0\"} 0.25\n"
+            )
+        );
         assert!(text.contains("vllm:num_requests_waiting{"));
     }
 }

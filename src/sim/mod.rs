@@ -43,7 +43,8 @@ pub async fn serve(
     config: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let state = SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let state =
+        SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     serve_state(listener, state, shutdown).await
 }
 
@@ -116,7 +117,8 @@ impl Drop for SimHandle {
 /// Starts a simulator on `127.0.0.1:0` on the current tokio runtime. Dropping the handle
 /// shuts it down too.
 pub fn spawn(config: SimConfig) -> io::Result<SimHandle> {
-    let state = SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let state =
+        SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     std_listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(std_listener)?;
@@ -127,5 +129,10 @@ pub fn spawn(config: SimConfig) -> io::Result<SimHandle> {
         let _ = stopped.await;
     };
     let task = tokio::spawn(serve_state(listener, state.clone(), shutdown));
-    Ok(SimHandle { addr, state, stop: Some(stop), task: Some(task) })
+    Ok(SimHandle {
+        addr,
+        state,
+        stop: Some(stop),
+        task: Some(task),
+    })
 }

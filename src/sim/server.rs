@@ -69,15 +69,21 @@ impl SimState {
         config.validate()?;
         let log = ChunkLog::open(config.record_chunks, config.chunk_log.as_deref()).map_err(
             |source| SimError::ChunkLog {
-                path: config.chunk_log.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                path: config
+                    .chunk_log
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 source,
             },
         )?;
         let metrics = Arc::new(SimMetrics::default());
         let engine = match config.timing {
-            super::TimingMode::Engine => {
-                Some(EngineHandle::spawn(config.engine.clone(), config.speed, metrics.clone()))
-            }
+            super::TimingMode::Engine => Some(EngineHandle::spawn(
+                config.engine.clone(),
+                config.speed,
+                metrics.clone(),
+            )),
             super::TimingMode::Fixed => None,
         };
         let word = pick_word(config.tokenizer.as_deref()).into();
@@ -91,7 +97,9 @@ impl SimState {
             word,
             created,
         };
-        Ok(SimState { inner: Arc::new(inner) })
+        Ok(SimState {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The settings.
@@ -111,7 +119,11 @@ impl SimState {
 
     /// Chunk times kept in memory (empty unless `record_chunks`).
     pub fn chunk_records(&self) -> Vec<ChunkRecord> {
-        self.inner.log.as_ref().map(|l| l.records()).unwrap_or_default()
+        self.inner
+            .log
+            .as_ref()
+            .map(|l| l.records())
+            .unwrap_or_default()
     }
 
     /// Flushes the chunk log file, if any.
@@ -165,7 +177,11 @@ async fn models(State(state): State<SimState>) -> Response {
 
 async fn metrics(State(state): State<SimState>) -> Response {
     let text = state.metrics().render(&state.config().model_id);
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn chat(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -177,7 +193,12 @@ async fn completions(State(state): State<SimState>, headers: HeaderMap, body: By
 }
 
 /// Both generation endpoints: validate, count, pick the fault, then stream or collect.
-async fn generate(state: SimState, headers: &HeaderMap, endpoint: Endpoint, body: &[u8]) -> Response {
+async fn generate(
+    state: SimState,
+    headers: &HeaderMap,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Response {
     let arrived = Instant::now();
     let cfg = state.config();
     let parsed = match endpoint {
@@ -216,7 +237,11 @@ async fn generate(state: SimState, headers: &HeaderMap, endpoint: Endpoint, body
 fn status_fault(code: u16, body: bool) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if body {
-        error_response(code, "SimulatedFault", &format!("simulated fault: HTTP {code}"))
+        error_response(
+            code,
+            "SimulatedFault",
+            &format!("simulated fault: HTTP {code}"),
+        )
     } else {
         status.into_response()
     }
@@ -282,10 +307,18 @@ fn new_job(
 }
 
 /// Fixed mode: a schedule from the arrival time. Engine mode: a queued engine request.
-fn start_source(state: &SimState, arrived: Instant, tokens: Vec<u32>, max_tokens: u32) -> TokenSource {
+fn start_source(
+    state: &SimState,
+    arrived: Instant,
+    tokens: Vec<u32>,
+    max_tokens: u32,
+) -> TokenSource {
     let cfg = state.config();
     match &state.inner.engine {
-        Some(engine) => TokenSource::Engine { rx: engine.submit(tokens, max_tokens), cached_tokens: 0 },
+        Some(engine) => TokenSource::Engine {
+            rx: engine.submit(tokens, max_tokens),
+            cached_tokens: 0,
+        },
         None => {
             let m = &state.inner.metrics;
             SimMetrics::add(&m.prompt_tokens, tokens.len() as u64);
@@ -301,7 +334,10 @@ fn start_source(state: &SimState, arrived: Instant, tokens: Vec<u32>, max_tokens
 
 /// The prompt's token count (for `usage`; `None` without a tokenizer) and the token ids
 /// (pseudo-tokens without a tokenizer) the engine's prefix cache sees.
-async fn count_prompt(state: &SimState, prompt: Prompt) -> Result<(Option<u32>, Vec<u32>), ApiError> {
+async fn count_prompt(
+    state: &SimState,
+    prompt: Prompt,
+) -> Result<(Option<u32>, Vec<u32>), ApiError> {
     let Some(tokenizer) = state.config().tokenizer.clone() else {
         let exact = matches!(prompt, Prompt::Ids(_));
         let ids = pseudo_tokens(prompt);
@@ -363,7 +399,9 @@ fn pseudo_tokens(prompt: Prompt) -> Vec<u32> {
 
 /// The token text every chunk carries (see [`WORD_CANDIDATES`]).
 fn pick_word(tokenizer: Option<&dyn Tokenizer>) -> &'static str {
-    let Some(tok) = tokenizer else { return WORD_CANDIDATES[0] };
+    let Some(tok) = tokenizer else {
+        return WORD_CANDIDATES[0];
+    };
     WORD_CANDIDATES
         .into_iter()
         .find(|w| tok.encode(w).len() == 1 && tok.encode(&w.repeat(4)).len() == 4)
@@ -385,10 +423,16 @@ async fn tokenize(State(state): State<SimState>, body: Bytes) -> Response {
     let prompt = match (request.prompt.clone(), request.messages()) {
         (Some(text), _) => Prompt::Text(text),
         (None, Some(messages)) => Prompt::Chat(messages),
-        (None, None) => return api_error(&ApiError::Invalid("prompt or messages: one is required".into())),
+        (None, None) => {
+            return api_error(&ApiError::Invalid(
+                "prompt or messages: one is required".into(),
+            ));
+        }
     };
     if cfg.tokenizer.is_none() {
-        return api_error(&ApiError::Invalid("tokenization is disabled (--no-tokenize)".into()));
+        return api_error(&ApiError::Invalid(
+            "tokenization is disabled (--no-tokenize)".into(),
+        ));
     }
     match count_prompt(&state, prompt).await {
         Ok((_, ids)) => axum::Json(json!({
@@ -406,7 +450,10 @@ mod tests {
 
     #[test]
     fn chat_ids_have_the_documented_overhead() {
-        let messages = vec![("system".to_owned(), "ab".to_owned()), ("user".to_owned(), "cdef".to_owned())];
+        let messages = vec![
+            ("system".to_owned(), "ab".to_owned()),
+            ("user".to_owned(), "cdef".to_owned()),
+        ];
         let ids = chat_ids(&messages, |t| t.bytes().map(u32::from).collect());
         assert_eq!(ids.len() as u32, chat_prompt_tokens(6, 2));
     }

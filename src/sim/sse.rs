@@ -130,7 +130,11 @@ pub(crate) fn event(value: &Value) -> Bytes {
 
 /// The in-band error event a server sends when generation fails mid-stream.
 pub(crate) fn error_event() -> Bytes {
-    event(&error_json(500, "InternalServerError", "simulated fault: generation failed"))
+    event(&error_json(
+        500,
+        "InternalServerError",
+        "simulated fault: generation failed",
+    ))
 }
 
 /// The end of every stream.
@@ -147,7 +151,12 @@ mod tests {
     use super::*;
 
     fn header(endpoint: Endpoint) -> ChunkHeader {
-        ChunkHeader { id: "x-1".into(), created: 5, model: "m".into(), endpoint }
+        ChunkHeader {
+            id: "x-1".into(),
+            created: 5,
+            model: "m".into(),
+            endpoint,
+        }
     }
 
     #[test]
@@ -155,13 +164,21 @@ mod tests {
         let h = header(Endpoint::Chat);
         let bytes = h.token_event(" the", true);
         let text = std::str::from_utf8(&bytes).unwrap();
-        let payload = text.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+        let payload = text
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
         let value: Value = serde_json::from_str(payload).unwrap();
         let expected = json!({"id": "x-1", "object": "chat.completion.chunk", "created": 5,
             "model": "m", "choices": [{"index": 0, "delta": {"content": " the"},
             "logprobs": null, "finish_reason": "length"}]});
         assert_eq!(value, expected);
-        let usage = Usage { prompt_tokens: Some(7), completion_tokens: 2, cached_tokens: 0 };
+        let usage = Usage {
+            prompt_tokens: Some(7),
+            completion_tokens: 2,
+            cached_tokens: 0,
+        };
         let text = String::from_utf8(h.usage_event(usage).to_vec()).unwrap();
         assert!(text.contains("\"choices\":[]"));
         assert!(text.contains("\"prompt_tokens_details\":{\"cached_tokens\":0}"));
@@ -170,7 +187,11 @@ mod tests {
 
     #[test]
     fn usage_without_tokenizer_omits_prompt_tokens() {
-        let usage = Usage { prompt_tokens: None, completion_tokens: 3, cached_tokens: 0 };
+        let usage = Usage {
+            prompt_tokens: None,
+            completion_tokens: 3,
+            cached_tokens: 0,
+        };
         assert_eq!(usage.to_json(), json!({"completion_tokens": 3}));
     }
 }

@@ -47,7 +47,11 @@ impl TokenSource {
     /// Waits for the next token; false if the engine gave up on the request.
     async fn next(&mut self) -> bool {
         match self {
-            TokenSource::Fixed { first_at, itl, produced } => {
+            TokenSource::Fixed {
+                first_at,
+                itl,
+                produced,
+            } => {
                 tokio::time::sleep_until(*first_at + *itl * *produced).await;
                 *produced += 1;
                 true
@@ -133,7 +137,11 @@ impl Job {
     }
 
     fn usage(&self, completion_tokens: u32, cached_tokens: u32) -> Usage {
-        Usage { prompt_tokens: self.prompt_tokens, completion_tokens, cached_tokens }
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+        }
     }
 }
 
@@ -146,7 +154,13 @@ enum Frame {
     Raw(Bytes),
     /// Write nothing for this long.
     Sleep(Duration),
+    /// Abort the connection (the cut fault).
+    Abort,
 }
+
+/// Pause before a cut, so hyper flushes the chunks already written instead of dropping
+/// them with the connection (it flushes whenever the body is not ready).
+const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(20);
 
 /// A streaming response being written.
 #[derive(Debug)]
@@ -182,7 +196,10 @@ impl SseStream {
             let item = s.next_bytes().await?;
             Some((item, s))
         });
-        let headers = [("content-type", "text/event-stream"), ("cache-control", "no-cache")];
+        let headers = [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ];
         (headers, Body::from_stream(frames)).into_response()
     }
 
@@ -191,6 +208,9 @@ impl SseStream {
         loop {
             match self.pending.pop_front() {
                 Some(Frame::Sleep(d)) => tokio::time::sleep(d).await,
+                Some(Frame::Abort) => {
+                    return Some(Err(io::Error::other("simulated fault: stream cut")));
+                }
                 Some(Frame::Raw(bytes)) => return Some(Ok(self.with_keep_alive(bytes))),
                 Some(Frame::Data(kind, index, bytes)) => {
                     self.job.log(kind, index);
@@ -208,7 +228,7 @@ impl SseStream {
 
     /// Applies the fault due after `sent` tokens, then queues the next token or the end.
     async fn advance(&mut self) -> io::Result<()> {
-        self.apply_fault()?;
+        self.apply_fault();
         if self.finished {
             return Ok(());
         }
@@ -225,8 +245,13 @@ impl SseStream {
         }
         self.sent += 1;
         let last = self.sent == self.job.max_tokens;
-        let bytes = if last { self.last_chunk.clone() } else { self.token_chunk.clone() };
-        self.pending.push_back(Frame::Data(ChunkKind::Token, self.sent, bytes));
+        let bytes = if last {
+            self.last_chunk.clone()
+        } else {
+            self.token_chunk.clone()
+        };
+        self.pending
+            .push_back(Frame::Data(ChunkKind::Token, self.sent, bytes));
         if self.source.is_fixed() {
             SimMetrics::add(&self.job.metrics.generation_tokens, 1);
         }
@@ -236,35 +261,46 @@ impl SseStream {
     /// The role chunk (chat) and the first-content delay fault.
     fn queue_first(&mut self) {
         if self.job.header.endpoint == Endpoint::Chat {
-            self.pending.push_back(Frame::Data(ChunkKind::Role, 0, self.job.header.role_event()));
+            self.pending.push_back(Frame::Data(
+                ChunkKind::Role,
+                0,
+                self.job.header.role_event(),
+            ));
         }
         if let Some(FaultKind::FirstDelay { duration }) = self.job.fault {
             self.pending.push_back(Frame::Sleep(duration));
         }
     }
 
-    /// The fault whose token count is `sent`, if any: queues frames or aborts.
-    fn apply_fault(&mut self) -> io::Result<()> {
+    /// The fault whose token count is `sent`, if any: queues its frames.
+    fn apply_fault(&mut self) {
         let sent = self.sent;
         match self.job.fault {
             Some(FaultKind::Cut { after_tokens }) if after_tokens == sent => {
-                Err(io::Error::other("simulated fault: stream cut"))
+                self.pending.push_back(Frame::Sleep(CUT_FLUSH_PAUSE));
+                self.pending.push_back(Frame::Abort);
+                self.finished = true;
             }
             Some(FaultKind::ErrorEvent { after_tokens }) if after_tokens == sent => {
                 self.pending.push_back(Frame::Raw(sse::error_event()));
-                self.pending.push_back(Frame::Data(ChunkKind::Done, sent, Bytes::from_static(sse::DONE)));
+                self.pending.push_back(Frame::Data(
+                    ChunkKind::Done,
+                    sent,
+                    Bytes::from_static(sse::DONE),
+                ));
                 self.finished = true;
-                Ok(())
             }
-            Some(FaultKind::Stall { duration, after_tokens }) if after_tokens == sent => {
+            Some(FaultKind::Stall {
+                duration,
+                after_tokens,
+            }) if after_tokens == sent => {
                 self.pending.push_back(Frame::Sleep(duration));
-                Ok(())
             }
             Some(FaultKind::Malformed { after_tokens }) if after_tokens == sent => {
-                self.pending.push_back(Frame::Raw(Bytes::from_static(sse::MALFORMED)));
-                Ok(())
+                self.pending
+                    .push_back(Frame::Raw(Bytes::from_static(sse::MALFORMED)));
             }
-            _ => Ok(()),
+            _ => {}
         }
     }
 
@@ -273,9 +309,14 @@ impl SseStream {
         if self.job.include_usage {
             let usage = self.job.usage(self.sent, self.source.cached_tokens());
             let bytes = self.job.header.usage_event(usage);
-            self.pending.push_back(Frame::Data(ChunkKind::Usage, self.sent, bytes));
+            self.pending
+                .push_back(Frame::Data(ChunkKind::Usage, self.sent, bytes));
         }
-        self.pending.push_back(Frame::Data(ChunkKind::Done, self.sent, Bytes::from_static(sse::DONE)));
+        self.pending.push_back(Frame::Data(
+            ChunkKind::Done,
+            self.sent,
+            Bytes::from_static(sse::DONE),
+        ));
         if self.source.is_fixed() {
             SimMetrics::add(&self.job.metrics.requests_finished, 1);
         }
@@ -302,16 +343,30 @@ pub(crate) async fn collect(job: Job, mut source: TokenSource) -> Response {
         match job.fault {
             Some(FaultKind::Cut { after_tokens }) if after_tokens == sent => return aborted_body(),
             Some(FaultKind::ErrorEvent { after_tokens }) if after_tokens == sent => {
-                let body = sse::error_json(500, "InternalServerError", "simulated fault: generation failed");
+                let body = sse::error_json(
+                    500,
+                    "InternalServerError",
+                    "simulated fault: generation failed",
+                );
                 return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
             }
-            Some(FaultKind::Stall { duration, after_tokens }) if after_tokens == sent => {
+            Some(FaultKind::Stall {
+                duration,
+                after_tokens,
+            }) if after_tokens == sent => {
                 tokio::time::sleep(duration).await;
             }
             Some(FaultKind::Malformed { after_tokens }) if after_tokens == sent => {
-                return (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"cmpl-").into_response();
+                return (
+                    StatusCode::OK,
+                    [("content-type", "application/json")],
+                    "{\"id\": \"cmpl-",
+                )
+                    .into_response();
             }
-            Some(FaultKind::FirstDelay { duration }) if sent == 1 => tokio::time::sleep(duration).await,
+            Some(FaultKind::FirstDelay { duration }) if sent == 1 => {
+                tokio::time::sleep(duration).await
+            }
             _ => {}
         }
         if sent < job.max_tokens && !source.next().await {
@@ -324,13 +379,16 @@ pub(crate) async fn collect(job: Job, mut source: TokenSource) -> Response {
         SimMetrics::add(&job.metrics.requests_finished, 1);
     }
     let text = job.word.repeat(job.max_tokens as usize);
-    let body = job.header.full_body(&text, job.usage(job.max_tokens, source.cached_tokens()));
+    let body = job
+        .header
+        .full_body(&text, job.usage(job.max_tokens, source.cached_tokens()));
     job.log(ChunkKind::Done, job.max_tokens);
     axum::Json(body).into_response()
 }
 
 /// A 200 whose body fails at once, so the connection is aborted mid-response.
 fn aborted_body() -> Response {
-    let failing = futures::stream::once(async { Err::<Bytes, _>(io::Error::other("simulated fault: cut")) });
+    let failing =
+        futures::stream::once(async { Err::<Bytes, _>(io::Error::other("simulated fault: cut")) });
     (StatusCode::OK, Body::from_stream(failing)).into_response()
 }

@@ -2,6 +2,10 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
+mod prompt;
+mod sim;
+mod sim_faults;
+mod sim_timing;
 mod report;
 mod trace;
 mod trace_fetch;
@@ -9,3 +13,4 @@ mod trace_props;
 mod trace_tools;
 mod sse;
 mod sse_server;
+mod replay;
