@@ -14,3 +14,4 @@ mod trace_tools;
 mod sse;
 mod sse_server;
 mod replay;
+mod replay;

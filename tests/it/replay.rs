@@ -1,0 +1,338 @@
+//! The replay engine end to end: sessions against a slow server (issue 11), the command
+//! line against the in-process simulator, interruption by SIGINT and SIGTERM (issue 10
+//! part 4), an unwritable output directory, and the API key never written anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracebench::cli::trace_input::TraceInputArgs;
+use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint};
+use tracebench::replay::prompts::FillerPrompts;
+use tracebench::replay::{
+    DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, execute,
+};
+use tracebench::report::{GoodputSlo, RunInfo, SCHEMA_VERSION};
+use tracebench::schedule::{self, Arrivals, PlanOptions, SessionMode};
+
+use crate::common;
+use crate::sse_server::{Script, done, finish, serve, token};
+
+/// A server that takes 300 ms before its response head, then streams 4 tokens.
+fn slow_script() -> Script {
+    let mut script = Script::sse(vec![token("a"), token("b"), token("c"), token("d")]);
+    script.steps.extend([finish(), done()]);
+    script.head_delay = Duration::from_millis(300);
+    script
+}
+
+fn client(url: &str) -> Client {
+    let config = ClientConfig {
+        endpoint: Endpoint::parse(url).unwrap_or_else(|e| panic!("{e}")),
+        api: Api::Chat,
+        model: "m".into(),
+        headers: vec![],
+        api_key: ApiKey::default(),
+        extra_body: None,
+        connect_timeout: Duration::from_secs(2),
+        first_token_timeout: None,
+        total_timeout: Some(Duration::from_secs(20)),
+        max_event_bytes: 1 << 20,
+    };
+    Client::new(config).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_info() -> RunInfo {
+    RunInfo {
+        schema_version: SCHEMA_VERSION,
+        tracebench_version: "test".into(),
+        started_at: "now".into(),
+        trace: "fixture".into(),
+        base_url: "raw".into(),
+        model: "m".into(),
+        tokenizer: "none".into(),
+        prompt_mode: "filler".into(),
+        seed: 0,
+        goodput: GoodputSlo::default(),
+        max_concurrency: None,
+        calibration: None,
+        config: serde_json::Value::Null,
+    }
+}
+
+/// Replays a fixture through the library against `url`.
+async fn replay_fixture(fixture: &str, url: &str, sessions: SessionMode) -> Vec<RequestRecord> {
+    let path = common::fixture(fixture);
+    let prepared = TraceInputArgs::for_file(path.display().to_string()).load();
+    let prepared = prepared.unwrap_or_else(|e| panic!("{e:#}"));
+    let plan_options = PlanOptions {
+        arrivals: Arrivals::Trace,
+        sessions,
+        max_think: Duration::from_secs(60),
+        seed: 0,
+    };
+    let plan = schedule::plan(&prepared.records, &plan_options).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let setup = RunSetup {
+        input: DispatchInput {
+            plan: Arc::new(plan),
+            records: prepared.records.into(),
+            prompts: Arc::new(FillerPrompts::default()),
+            transport: Arc::new(client(url)),
+            options: DispatchOptions {
+                max_concurrency: None,
+                lookahead: 8,
+                grace: Duration::from_secs(1),
+                lead_in: Duration::from_millis(20),
+                pacer: Pacer::Precise,
+                tokenizer: None,
+            },
+        },
+        dir: dir.path().to_path_buf(),
+        run_info: run_info(),
+        progress: false,
+    };
+    let result = execute(setup, CancellationToken::new()).await;
+    let result = result.unwrap_or_else(|e| panic!("{e}"));
+    assert!(!result.partial);
+    let lines = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap_or_default();
+    assert_eq!(lines.lines().count(), result.records.len());
+    result.records
+}
+
+fn sent(r: &RequestRecord) -> f64 {
+    r.sent_s.unwrap_or(f64::NAN)
+}
+
+fn end(r: &RequestRecord) -> f64 {
+    r.end_s.unwrap_or(f64::NAN)
+}
+
+#[tokio::test]
+async fn replay_gate_delays_turns_two_and_three_until_their_parent_finished() {
+    let url = serve(slow_script()).await;
+    let out = replay_fixture("replay/sessions_chain.jsonl", &url, SessionMode::Gate).await;
+    assert!(out.iter().all(|r| r.outcome == Outcome::Ok), "{out:?}");
+    // Each turn waits for the 300 ms answer of the one before: 0, ≥ 0.3, ≥ 0.6 s.
+    assert!(sent(&out[1]) >= end(&out[0]) && sent(&out[2]) >= end(&out[1]));
+    assert!(sent(&out[2]) >= 0.6);
+    // Turn 2 was due at 0.1 s and waited ≥ 200 ms; turn 3, due at 0.2 s, ≥ 400 ms.
+    let waits: Vec<f64> = out.iter().filter_map(|r| r.session_wait_ms).collect();
+    assert_eq!(waits.len(), 2);
+    assert!(waits[0] >= 195.0 && waits[1] >= 395.0, "{waits:?}");
+}
+
+#[tokio::test]
+async fn replay_ignore_sends_every_turn_at_its_own_time() {
+    let url = serve(slow_script()).await;
+    let out = replay_fixture("replay/sessions_chain.jsonl", &url, SessionMode::Ignore).await;
+    assert!(out.iter().all(|r| r.outcome == Outcome::Ok));
+    assert!(sent(&out[1]) < end(&out[0]) && sent(&out[2]) < end(&out[1]));
+    assert!(out.iter().all(|r| r.session_wait_ms.is_none()));
+}
+
+#[tokio::test]
+async fn replay_gate_two_children_of_one_parent_and_a_missing_parent() {
+    let url = serve(slow_script()).await;
+    let out = replay_fixture("replay/sessions_tree.jsonl", &url, SessionMode::Gate).await;
+    assert!(out.iter().all(|r| r.outcome == Outcome::Ok));
+    assert!(sent(&out[1]) >= end(&out[0]) && sent(&out[2]) >= end(&out[0]));
+    // The child whose parent is not in the trace goes at its own time (0.15 s), unwaited.
+    assert!(sent(&out[3]) < end(&out[0]));
+    assert_eq!(out[3].session_wait_ms, None);
+}
+
+#[test]
+fn replay_command_line_is_well_formed() {
+    use clap::CommandFactory;
+    tracebench::cli::Cli::command().debug_assert();
+}
+
+/// A Mooncake-format trace of `n` records every `gap_ms`, alternating short and long
+/// outputs.
+fn write_trace(dir: &Path, n: usize, gap_ms: u64) -> PathBuf {
+    let path = dir.join("trace.jsonl");
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let output = if i % 2 == 0 { 4 } else { 200 };
+            format!(
+                r#"{{"timestamp": {}, "input_length": 32, "output_length": {output}, "hash_ids": [{i}]}}"#,
+                i as u64 * gap_ms
+            )
+        })
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+fn sim_replay(trace: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(common::bin());
+    cmd.args([
+        "replay",
+        "--sim",
+        "--sim-timing",
+        "fixed",
+        "--sim-ttft-ms",
+        "20",
+    ])
+    .args([
+        "--sim-itl-ms",
+        "20",
+        "--grace",
+        "0.3",
+        "--no-progress",
+        "--trace",
+    ])
+    .arg(trace)
+    .arg("--output")
+    .arg(out);
+    cmd
+}
+
+fn read_records(dir: &Path) -> Vec<RequestRecord> {
+    let text = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "last line is incomplete"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json: {e}"))
+}
+
+/// Starts a replay of 40 requests over 4 s, signals it after 1.5 s, and checks what it left.
+fn interrupt_with(signal: &str) {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_trace(tmp.path(), 40, 100);
+    let out = tmp.path().join("run");
+    let child = sim_replay(&trace, &out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let records = read_records(&out);
+    assert_eq!(records.len(), 40, "every plan entry is recorded once");
+    let count = |o: Outcome| records.iter().filter(|r| r.outcome == o).count();
+    assert!(
+        count(Outcome::Ok) >= 3,
+        "short requests finished before the signal"
+    );
+    assert!(
+        count(Outcome::Skipped) >= 10,
+        "requests after the signal were not sent"
+    );
+    assert!(
+        count(Outcome::Cancelled) >= 1,
+        "long requests were cancelled after the grace"
+    );
+    assert_eq!(summary(&out)["partial"], serde_json::Value::Bool(true));
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn replay_sigint_mid_run_keeps_complete_lines_and_a_partial_summary() {
+    interrupt_with("-INT");
+}
+
+#[test]
+fn replay_sigterm_mid_run_keeps_complete_lines_and_a_partial_summary() {
+    interrupt_with("-TERM");
+}
+
+#[test]
+fn replay_completed_run_writes_every_file_and_exits_zero() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_trace(tmp.path(), 6, 20);
+    let out = tmp.path().join("run");
+    let output = sim_replay(&trace, &out)
+        .args(["--max-output-tokens", "8"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for file in ["run.json", "requests.jsonl", "summary.json", "report.html"] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let records = read_records(&out);
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Ok));
+    assert_eq!(summary(&out)["partial"], serde_json::Value::Bool(false));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Serving Benchmark Result"), "{stdout}");
+}
+
+#[test]
+fn replay_unwritable_output_fails_before_sending_anything() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_trace(tmp.path(), 3, 10);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, "x").unwrap_or_else(|e| panic!("{e}"));
+
+    let output = Command::new(common::bin())
+        .args([
+            "replay",
+            "--no-progress",
+            "--model",
+            "m",
+            "--base-url",
+            &url,
+            "--trace",
+        ])
+        .arg(&trace)
+        .arg("--output")
+        .arg(blocker.join("run"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--output"), "{}", stderr(&output));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listener.accept().is_err(), "a connection was made");
+}
+
+#[test]
+fn replay_api_key_is_never_written_or_logged() {
+    const KEY: &str = "sk-tracebench-secret-4242";
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_trace(tmp.path(), 4, 10);
+    let out = tmp.path().join("run");
+    let output = sim_replay(&trace, &out)
+        .args(["--max-output-tokens", "4", "-vv"])
+        .env("OPENAI_API_KEY", KEY)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(KEY));
+    assert!(!stderr(&output).contains(KEY));
+    for entry in std::fs::read_dir(&out).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(
+            !text.contains(KEY),
+            "{} holds the key",
+            entry.path().display()
+        );
+    }
+}
