@@ -2,7 +2,6 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
-mod prompt;
 mod sim;
 mod sim_faults;
 mod sim_timing;
@@ -13,5 +12,4 @@ mod trace_props;
 mod trace_tools;
 mod sse;
 mod sse_server;
-mod replay;
 mod replay;
