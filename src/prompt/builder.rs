@@ -134,28 +134,34 @@ impl PromptBuilder {
         seed: u64,
         records: &[TraceRecord],
     ) -> Result<Self, PromptError> {
+        Self::with_vocab(mode, tokenizer, None, seed, records)
+    }
+
+    /// [`PromptBuilder::new`] reusing pieces already vetted for the same tokenizer (vetting
+    /// takes about a second; tests and tools that build many builders share it).
+    pub fn with_vocab(
+        mode: PromptMode,
+        tokenizer: Arc<dyn Tokenizer>,
+        vocab: Option<Arc<PieceVocab>>,
+        seed: u64,
+        records: &[TraceRecord],
+    ) -> Result<Self, PromptError> {
+        let cell = OnceLock::new();
+        if let Some(vocab) = vocab {
+            let _ = cell.set(Ok(vocab));
+        }
         let builder = Self {
             mode,
             tokenizer,
             seed,
             with_ids: false,
-            vocab: OnceLock::new(),
+            vocab: cell,
             shared: None,
         };
         if needs_vocab(mode, records) {
             builder.vocab()?;
         }
         builder.with_shared(records)
-    }
-
-    /// The same builder using already vetted pieces (they must come from the same tokenizer).
-    pub fn with_vocab(self, vocab: Arc<PieceVocab>) -> Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(Ok(vocab));
-        Self {
-            vocab: cell,
-            ..self
-        }
     }
 
     /// The same builder, its prompts carrying their token ids (`--prompt-as-tokens`).

@@ -2,6 +2,7 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
+mod prompt;
 mod sim;
 mod sim_faults;
 mod sim_timing;
