@@ -17,14 +17,17 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_THRESHOLD_FAILED;
+use super::prompts::PromptArgs;
 use super::sim::SimReplayArgs;
 use super::trace_input::{PreparedTrace, TraceInputArgs};
-use crate::client::{Api, ApiKey, Client, ClientConfig, DEFAULT_MAX_EVENT_BYTES, Endpoint};
+use crate::client::{
+    Api, ApiKey, Client, ClientConfig, DEFAULT_MAX_EVENT_BYTES, Endpoint, PromptBody,
+};
 use crate::metrics::Summary;
-use crate::prompt::{DEFAULT_TOKENIZER, Tokenizer, load_tokenizer_spec};
+use crate::prompt::Tokenizer;
 use crate::replay::calibrate::{self, Calibration};
 use crate::replay::output;
-use crate::replay::prompts::FillerPrompts;
+use crate::replay::prompts::BuilderPrompts;
 use crate::replay::{DispatchInput, DispatchOptions, Pacer, RunSetup};
 use crate::report::{GoodputSlo, GoodputTerm, RunInfo, SCHEMA_VERSION, parse_goodput_term};
 use crate::schedule::{self, Arrivals, Plan, PlanOptions, SessionMode};
@@ -46,6 +49,10 @@ pub struct ReplayArgs {
     /// Where to send and how.
     #[command(flatten)]
     pub target: TargetArgs,
+
+    /// How prompts are made.
+    #[command(flatten)]
+    pub prompt: PromptArgs,
 
     /// When to send.
     #[command(flatten)]
@@ -90,11 +97,6 @@ pub struct TargetArgs {
     /// JSON object merged last into every request body (its keys replace ours).
     #[arg(long, value_name = "JSON")]
     pub extra_body: Option<String>,
-
-    /// Tokenizer for prompts and for counting output without usage: o200k_base,
-    /// cl100k_base, a tokenizer.json path, a hub repository id, or auto (from the model).
-    #[arg(long, value_name = "SPEC", default_value = DEFAULT_TOKENIZER)]
-    pub tokenizer: String,
 
     /// Do not measure the chat template overhead (prompts are then not corrected for it).
     #[arg(long)]
@@ -149,10 +151,6 @@ pub struct LoadArgs {
     /// Cap on the think time of --sessions think, seconds.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub max_think: f64,
-
-    /// Seed of every random choice (prompts, synthetic arrivals).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 
     /// Prompts built ahead of the send loop.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -231,14 +229,16 @@ pub async fn replay_once(
     stop: CancellationToken,
 ) -> anyhow::Result<ReplayReport> {
     raise_open_files_limit();
+    check_prompt_api(args)?;
     let prepared = args.trace.load()?;
     let (sim, base_url) = start_target(args)?;
     let client = build_client(&args.target, &base_url).await?;
-    let tokenizer = load_tokenizer_spec(&args.target.tokenizer, Some(&client.config().model))?;
-    let calibration = run_calibration(&args.target, &client).await;
+    let tokenizer = args.prompt.tokenizer(Some(&client.config().model))?;
+    let builder = args.prompt.builder(tokenizer.clone(), &prepared.records)?;
+    let calibration = run_calibration(&args.target, &client, &builder).await;
     eprintln!("{}", calibration.describe());
 
-    let plan = make_plan(&prepared.records, &args.load)?;
+    let plan = make_plan(&prepared.records, &args.load, args.prompt.seed)?;
     let run_info = run_info(
         args,
         &prepared,
@@ -251,7 +251,8 @@ pub async fn replay_once(
         input: DispatchInput {
             plan: Arc::new(plan),
             records: prepared.records.into(),
-            prompts: Arc::new(FillerPrompts {
+            prompts: Arc::new(BuilderPrompts {
+                builder,
                 overhead_tokens: calibration.overhead_tokens,
             }),
             transport: Arc::new(client),
@@ -291,7 +292,7 @@ fn start_target(args: &ReplayArgs) -> anyhow::Result<(Option<crate::sim::SimHand
             .context("--base-url URL is required")?;
         return Ok((None, url));
     }
-    let tokenizer = load_tokenizer_spec(&args.target.tokenizer, Some(&args.sim.model))?;
+    let tokenizer = args.prompt.tokenizer(Some(&args.sim.model))?;
     let config = args.sim.to_config(Some(tokenizer))?;
     let sim = crate::sim::spawn(config).context("cannot start the simulator")?;
     let url = sim.base_url();
@@ -326,20 +327,39 @@ async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Cli
     Ok(Client::new(config)?)
 }
 
-async fn run_calibration(target: &TargetArgs, client: &Client) -> Calibration {
-    if target.no_calibrate {
-        return Calibration::none(CALIBRATION_PROBE_TOKENS);
+/// `--prompt-as-tokens` sends token ids, which only `/v1/completions` accepts.
+fn check_prompt_api(args: &ReplayArgs) -> anyhow::Result<()> {
+    if args.prompt.prompt_as_tokens && args.target.api == Api::Chat {
+        anyhow::bail!("--prompt-as-tokens needs --api completions (chat messages take text)");
     }
+    Ok(())
+}
+
+async fn run_calibration(
+    target: &TargetArgs,
+    client: &Client,
+    builder: &crate::prompt::PromptBuilder,
+) -> Calibration {
     let probe_record = TraceRecord::new(Duration::ZERO, CALIBRATION_PROBE_TOKENS, 1, 0);
-    let probe = crate::replay::PromptSource::prompt(&FillerPrompts::default(), &probe_record);
-    match probe {
-        Ok(probe) => calibrate::calibrate(client, &probe, CALIBRATION_PROBE_TOKENS).await,
-        Err(_) => Calibration::none(CALIBRATION_PROBE_TOKENS),
+    let probe = match builder.build(&probe_record, 0) {
+        Ok(probe) => probe,
+        Err(err) => {
+            tracing::warn!("cannot build the calibration probe: {err}");
+            return Calibration::none(CALIBRATION_PROBE_TOKENS);
+        }
+    };
+    if target.no_calibrate {
+        return Calibration::none(probe.tokens);
     }
+    let body = match probe.token_ids {
+        Some(ids) => PromptBody::TokenIds(ids),
+        None => PromptBody::Text(probe.text),
+    };
+    calibrate::calibrate(client, &body, probe.tokens).await
 }
 
 /// The plan: arrivals from the flags, sessions defaulting to `gate` when the trace has any.
-pub fn make_plan(records: &[TraceRecord], load: &LoadArgs) -> anyhow::Result<Plan> {
+pub fn make_plan(records: &[TraceRecord], load: &LoadArgs, seed: u64) -> anyhow::Result<Plan> {
     let arrivals = match (load.request_rate, load.concurrency) {
         (Some(rate), _) => Arrivals::Synthetic {
             rate_per_s: rate,
@@ -361,7 +381,7 @@ pub fn make_plan(records: &[TraceRecord], load: &LoadArgs) -> anyhow::Result<Pla
         arrivals,
         sessions,
         max_think: secs("--max-think", load.max_think)?,
-        seed: load.seed,
+        seed,
     };
     let plan = schedule::plan(records, &options)?;
     let counts = plan.session_counts;
@@ -410,8 +430,8 @@ fn run_info(
         },
         model: client.config().model.clone(),
         tokenizer: tokenizer.name().to_string(),
-        prompt_mode: "filler".to_string(),
-        seed: load.seed,
+        prompt_mode: args.prompt.prompt.as_str().to_string(),
+        seed: args.prompt.seed,
         goodput: GoodputSlo::from_terms(&args.out.goodput),
         max_concurrency: load.concurrency.or(load.max_concurrency),
         calibration: serde_json::to_value(calibration).ok(),

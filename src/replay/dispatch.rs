@@ -176,6 +176,8 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         transport,
         options,
     } = input;
+    let mut prompt_rx = spawn_prompt_builder(&plan, &records, &prompts, &stop, &options, &runtime);
+    warm_up(&mut prompt_rx, &plan, options.lookahead, &stop).await;
     let shared = Arc::new(Shared {
         parents: parent_slots(&plan),
         permits: options
@@ -193,7 +195,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         tokenizer: options.tokenizer.clone(),
     });
     let mut tasks = JoinSet::new();
-    let handled = run_loop(&shared, &options, &runtime, &mut tasks).await;
+    let handled = run_loop(&shared, prompt_rx, &options, &runtime, &mut tasks).await;
 
     skip_unhandled(&shared, &handled);
     let stopped = shared.stop.is_cancelled();
@@ -207,6 +209,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
 /// The loop proper. Returns which entries it (or a task it started) took charge of.
 async fn run_loop<T: Transport, P: PromptSource>(
     shared: &Arc<Shared<T, P>>,
+    mut prompts: PromptReceiver,
     options: &DispatchOptions,
     runtime: &Handle,
     tasks: &mut JoinSet<()>,
@@ -222,7 +225,6 @@ async fn run_loop<T: Transport, P: PromptSource>(
         }
     }
 
-    let mut prompts = spawn_prompt_builder(shared, options.lookahead, runtime);
     loop {
         let next = tokio::select! {
             biased;
@@ -502,27 +504,57 @@ fn parent_slots(plan: &Plan) -> Vec<Option<ParentSlot>> {
     slots
 }
 
+/// Prompts in plan order, as the builder thread hands them over.
+type PromptReceiver = mpsc::Receiver<(usize, Result<PromptBody, String>)>;
+
+/// How often the warm-up checks how many prompts are ready.
+const WARM_UP_POLL: Duration = Duration::from_millis(5);
+
 /// Builds prompts in plan order (think children excepted) on a blocking thread, at most
-/// `lookahead` ahead of the loop.
-fn spawn_prompt_builder<T: Transport, P: PromptSource>(
-    shared: &Arc<Shared<T, P>>,
-    lookahead: usize,
+/// `options.lookahead` ahead of the loop.
+fn spawn_prompt_builder<P: PromptSource>(
+    plan: &Arc<Plan>,
+    records: &Arc<[TraceRecord]>,
+    prompts: &Arc<P>,
+    stop: &CancellationToken,
+    options: &DispatchOptions,
     runtime: &Handle,
-) -> mpsc::Receiver<(usize, Result<PromptBody, String>)> {
-    let (tx, rx) = mpsc::channel(lookahead.max(1));
-    let shared = shared.clone();
+) -> PromptReceiver {
+    let (tx, rx) = mpsc::channel(options.lookahead.max(1));
+    let (plan, records, prompts, stop) =
+        (plan.clone(), records.clone(), prompts.clone(), stop.clone());
     runtime.spawn_blocking(move || {
-        for (index, entry) in shared.plan.entries.iter().enumerate() {
-            if is_think(entry) || shared.stop.is_cancelled() {
+        for (index, entry) in plan.entries.iter().enumerate() {
+            if is_think(entry) || stop.is_cancelled() {
                 continue;
             }
-            let prompt = shared.prompts.prompt(&shared.records[entry.record]);
+            let prompt = prompts.prompt(&records[entry.record]);
             if tx.blocking_send((index, prompt)).is_err() {
                 return;
             }
         }
     });
     rx
+}
+
+/// Waits until the look-ahead buffer is full (or every prompt is built) before the clock
+/// starts, so that the first deadlines do not wait on prompt synthesis.
+async fn warm_up(rx: &mut PromptReceiver, plan: &Plan, lookahead: usize, stop: &CancellationToken) {
+    let wanted = plan
+        .entries
+        .iter()
+        .filter(|e| !is_think(e))
+        .count()
+        .min(lookahead.max(1));
+    let started = Instant::now();
+    while rx.len() < wanted && !rx.is_closed() && !stop.is_cancelled() {
+        tokio::time::sleep(WARM_UP_POLL).await;
+    }
+    tracing::debug!(
+        "{} prompts built ahead in {:?}",
+        rx.len(),
+        started.elapsed()
+    );
 }
 
 /// Records every entry nobody took charge of as skipped.
@@ -800,6 +832,8 @@ mod tests {
         let outcomes: Vec<_> = out.iter().map(|r| r.outcome).collect();
         use Outcome::{Cancelled, Skipped};
         assert_eq!(outcomes, vec![Cancelled, Cancelled, Skipped, Skipped]);
-        assert_eq!(out[0].end_s.map(|s| (s * 1e3).round()), Some(2500.0));
+        // Cancelled at the stop (1.5 s, less the warm-up) plus the 1 s grace.
+        let end_ms = out[0].end_s.map(|s| s * 1e3).unwrap_or_default();
+        assert!((2480.0..=2500.0).contains(&end_ms), "{end_ms}");
     }
 }

@@ -28,3 +28,25 @@ impl PromptSource for FillerPrompts {
         Ok(PromptBody::Text(FILLER_WORD.repeat(words as usize)))
     }
 }
+
+/// The prompt synthesiser as a [`PromptSource`]: exact lengths by the tokenizer, less the
+/// measured chat template overhead.
+pub struct BuilderPrompts {
+    /// The synthesiser.
+    pub builder: crate::prompt::PromptBuilder,
+    /// Tokens of chat template overhead to leave out of every prompt.
+    pub overhead_tokens: u32,
+}
+
+impl PromptSource for BuilderPrompts {
+    fn prompt(&self, record: &TraceRecord) -> Result<PromptBody, String> {
+        let prompt = self
+            .builder
+            .build(record, self.overhead_tokens)
+            .map_err(|e| e.to_string())?;
+        Ok(match prompt.token_ids {
+            Some(ids) => PromptBody::TokenIds(ids),
+            None => PromptBody::Text(prompt.text),
+        })
+    }
+}

@@ -207,7 +207,20 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("summary.json: {e}"))
 }
 
-/// Starts a replay of 40 requests over 4 s, signals it after 1.5 s, and checks what it left.
+/// Waits (at most 60 s, startup included) until `path` holds `lines` lines.
+fn wait_for_lines(path: &Path, lines: usize) {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= lines {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{} never reached {lines} lines", path.display());
+}
+
+/// Starts a replay of 40 requests over 4 s, signals it once 3 have finished, and checks
+/// what it left.
 fn interrupt_with(signal: &str) {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let trace = write_trace(tmp.path(), 40, 100);
@@ -217,7 +230,7 @@ fn interrupt_with(signal: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_lines(&out.join("requests.jsonl"), 3);
     let killed = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status();
