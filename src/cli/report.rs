@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::replay::{ReplayArgs, ReplayReport, exit_code, replay_once};
+use crate::replay::output;
 
 use crate::report::{self, GoodputSlo, GoodputTerm, parse_goodput_term, rebuild};
 
@@ -32,9 +38,27 @@ pub struct CompareArgs {
     pub b: PathBuf,
 }
 
-/// Sweep time scales.
+/// Replay one trace at several time scales or target rates, one run after another.
 #[derive(Debug, clap::Args)]
-pub struct SweepArgs {}
+pub struct SweepArgs {
+    /// Every replay option; `--output DIR` is the sweep's folder, one sub-directory per run.
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+
+    /// Time scales to replay at, in order (the seed's 0.4,0.5,0.6,0.7,0.8,1.6).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "F,F,...",
+        required_unless_present = "target_rates",
+        conflicts_with = "target_rates"
+    )]
+    pub time_scales: Vec<f64>,
+
+    /// Mean arrival rates to replay at (requests/s, the trace's shape kept), in order.
+    #[arg(long, value_delimiter = ',', value_name = "R,R,...")]
+    pub target_rates: Vec<f64>,
+}
 
 /// Runs `tracebench report`: rebuilds summary.json, requests.csv and report.html from
 /// run.json and requests.jsonl, and prints the console report.
@@ -69,7 +93,138 @@ pub fn run_compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `tracebench sweep`.
-pub fn run_sweep(_args: SweepArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("sweep: not built yet")
+/// One load level of a sweep.
+#[derive(Debug, Clone, Copy)]
+enum SweepLevel {
+    /// `--time-scale F`.
+    TimeScale(f64),
+    /// `--target-rate R`.
+    TargetRate(f64),
+}
+
+impl SweepLevel {
+    /// The table's label.
+    fn label(self) -> String {
+        match self {
+            SweepLevel::TimeScale(f) => format!("scale {f}"),
+            SweepLevel::TargetRate(r) => format!("rate {r}"),
+        }
+    }
+
+    /// The run's sub-directory.
+    fn dir_name(self) -> String {
+        match self {
+            SweepLevel::TimeScale(f) => format!("time-scale-{f}"),
+            SweepLevel::TargetRate(r) => format!("target-rate-{r}"),
+        }
+    }
+
+    /// The replay options of this level's run.
+    fn apply(self, base: &ReplayArgs) -> ReplayArgs {
+        let mut args = base.clone();
+        args.trace.speedup = None;
+        match self {
+            SweepLevel::TimeScale(f) => {
+                args.trace.time_scale = Some(f);
+                args.trace.target_rate = None;
+            }
+            SweepLevel::TargetRate(r) => {
+                args.trace.time_scale = None;
+                args.trace.target_rate = Some(r);
+            }
+        }
+        args
+    }
+}
+
+/// Runs `tracebench sweep`: one replay per level, each saved in its own sub-directory as
+/// soon as it ends, then the sweep table on stdout and `sweep.html` in the sweep's folder.
+pub fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let levels = sweep_levels(&args)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let root = output::prepare_dir(args.replay.out.output.as_deref())?;
+        let stop = CancellationToken::new();
+        let grace = Duration::try_from_secs_f64(args.replay.load.grace)
+            .with_context(|| format!("--grace {}: expected seconds", args.replay.load.grace))?;
+        crate::replay::stop_on_signals(stop.clone(), grace);
+
+        let mut runs = Vec::new();
+        for level in levels {
+            let report = sweep_one(&args.replay, level, &root, stop.clone()).await?;
+            let stopped = report.partial;
+            runs.push((level.label(), report));
+            if stopped {
+                break;
+            }
+        }
+        finish_sweep(&args.replay, &root, &runs)
+    })
+}
+
+fn sweep_levels(args: &SweepArgs) -> anyhow::Result<Vec<SweepLevel>> {
+    let trace = &args.replay.trace;
+    if trace.time_scale.is_some() || trace.speedup.is_some() || trace.target_rate.is_some() {
+        anyhow::bail!(
+            "sweep sets the timeline itself: use --time-scales or --target-rates, not \
+             --time-scale, --speedup or --target-rate"
+        );
+    }
+    let levels: Vec<SweepLevel> = match args.time_scales.is_empty() {
+        false => args
+            .time_scales
+            .iter()
+            .map(|&f| SweepLevel::TimeScale(f))
+            .collect(),
+        true => args
+            .target_rates
+            .iter()
+            .map(|&r| SweepLevel::TargetRate(r))
+            .collect(),
+    };
+    if let Some(bad) = levels.iter().find(|l| {
+        let (SweepLevel::TimeScale(v) | SweepLevel::TargetRate(v)) = **l;
+        !(v.is_finite() && v > 0.0)
+    }) {
+        anyhow::bail!("sweep level {}: expected a positive number", bad.label());
+    }
+    Ok(levels)
+}
+
+/// Replays one level into its sub-directory and prints its console report.
+async fn sweep_one(
+    base: &ReplayArgs,
+    level: SweepLevel,
+    root: &std::path::Path,
+    stop: CancellationToken,
+) -> anyhow::Result<ReplayReport> {
+    let dir = output::prepare_dir(Some(&root.join(level.dir_name())))?;
+    eprintln!("== sweep: {} → {}", level.label(), dir.display());
+    let report = replay_once(&level.apply(base), &dir, stop).await?;
+    println!("== {}", level.label());
+    print!("{}", report::console::render(&report.summary));
+    Ok(report)
+}
+
+/// The sweep table, `sweep.html`, and the exit code.
+fn finish_sweep(
+    base: &ReplayArgs,
+    root: &std::path::Path,
+    runs: &[(String, ReplayReport)],
+) -> anyhow::Result<ExitCode> {
+    let rows: Vec<report::sweep::SweepRun<'_>> = runs
+        .iter()
+        .map(|(label, r)| (label.as_str(), &r.summary))
+        .collect();
+    println!("{}", report::sweep::table(&rows));
+    let title = format!("tracebench sweep of {}", base.trace.trace);
+    report::sweep::write_html(&root.join("sweep.html"), &title, &rows)?;
+    eprintln!("sweep results in {}", root.display());
+
+    let code = runs
+        .iter()
+        .map(|(_, r)| exit_code(&base.out, r))
+        .max()
+        .unwrap_or(0);
+    Ok(ExitCode::from(code))
 }

@@ -349,3 +349,64 @@ fn replay_api_key_is_never_written_or_logged() {
         );
     }
 }
+
+#[test]
+fn sweep_saves_each_run_in_its_own_directory_and_writes_the_table() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_trace(tmp.path(), 4, 50);
+    let out = tmp.path().join("sweep");
+    let output = Command::new(common::bin())
+        .args([
+            "sweep",
+            "--sim",
+            "--sim-timing",
+            "fixed",
+            "--sim-ttft-ms",
+            "5",
+        ])
+        .args([
+            "--sim-itl-ms",
+            "1",
+            "--no-progress",
+            "--max-output-tokens",
+            "4",
+        ])
+        .args(["--time-scales", "1,0.5", "--trace"])
+        .arg(&trace)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for run in ["time-scale-1", "time-scale-0.5"] {
+        assert_eq!(read_records(&out.join(run)).len(), 4, "{run}");
+        assert_eq!(
+            summary(&out.join(run))["partial"],
+            serde_json::Value::Bool(false)
+        );
+    }
+    assert!(out.join("sweep.html").is_file());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = stdout
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("scale "))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].starts_with("scale 1 ") && rows[1].starts_with("scale 0.5 "));
+}
+
+#[test]
+fn sweep_refuses_a_fixed_time_scale() {
+    let output = Command::new(common::bin())
+        .args(["sweep", "--sim", "--trace", "x.jsonl", "--time-scale", "2"])
+        .args(["--time-scales", "1,2"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--time-scales"),
+        "{}",
+        stderr(&output)
+    );
+}
