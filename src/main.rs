@@ -1,6 +1,7 @@
 //! The `tracebench` binary: parse the command line, set up logging, run, map the result to
 //! an exit code (0 completed, 1 completed but a threshold failed, 2 usage or input error).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -31,6 +32,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
