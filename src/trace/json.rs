@@ -105,6 +105,15 @@ pub(crate) fn parse_lenient(text: &str) -> Result<Value, serde_json::Error> {
     }
 }
 
+/// serde's message with its position as a column only: the line is the record's own.
+fn json_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    let reason = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(r, _)| r);
+    format!("{reason} (column {})", err.column())
+}
+
 /// Rewrites bare `NaN`, `Infinity` and `-Infinity` outside strings as marker strings.
 fn mark_non_finite(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
@@ -147,7 +156,8 @@ fn parse_line(
     block_override: Option<u32>,
 ) -> Result<Parsed, FieldError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ("record", Problem::InvalidUtf8))?;
-    let value = parse_lenient(text).map_err(|e| ("record", Problem::InvalidJson(e.to_string())))?;
+    let value =
+        parse_lenient(text).map_err(|e| ("record", Problem::InvalidJson(json_reason(&e))))?;
     let Value::Object(obj) = value else {
         let found = describe(&value);
         return Err((
