@@ -4,6 +4,8 @@
 
 use plotters::prelude::*;
 
+use super::html::Plot;
+
 /// Pixel size of one chart.
 pub const SIZE: (u32, u32) = (540, 300);
 
@@ -28,7 +30,7 @@ pub enum Mark {
 /// One data series.
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Legend text; empty for no legend entry.
+    /// Legend text (shown beside the plot); empty for no legend entry.
     pub name: String,
     /// Colour index into the palette.
     pub color: usize,
@@ -60,6 +62,31 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
 ];
+
+impl Plot {
+    /// The plot of `chart` under `title`, its legend taken from the named series.
+    pub fn from_chart(title: &str, chart: &Chart) -> Self {
+        Plot {
+            title: title.to_string(),
+            svg: render(chart),
+            legend: legend(chart),
+        }
+    }
+}
+
+/// The named series with their colours (`#rrggbb`), for a legend beside the plot: drawn in
+/// HTML rather than in the SVG, where it would hide data.
+pub fn legend(chart: &Chart) -> Vec<(String, String)> {
+    chart
+        .series
+        .iter()
+        .filter(|s| !s.name.is_empty())
+        .map(|s| {
+            let RGBColor(r, g, b) = PALETTE[s.color % PALETTE.len()];
+            (s.name.clone(), format!("#{r:02x}{g:02x}{b:02x}"))
+        })
+        .collect()
+}
 
 /// The chart as an `<svg>` element (or a note saying why there is none).
 pub fn render(chart: &Chart) -> String {
@@ -147,14 +174,6 @@ fn draw(chart: &Chart, ((x0, x1), (y0, y1)): Ranges, svg: &mut String) -> DrawRe
     for series in &chart.series {
         draw_series(&mut ctx, series)?;
     }
-    if chart.series.iter().any(|s| !s.name.is_empty()) {
-        ctx.configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 13))
-            .draw()?;
-    }
     root.present()?;
     Ok(())
 }
@@ -172,28 +191,25 @@ fn draw_series(ctx: &mut Ctx<'_, '_>, series: &Series) -> DrawResult {
         .iter()
         .copied()
         .filter(|(x, y)| x.is_finite() && y.is_finite());
-    let annotation = match series.mark {
-        Mark::Line => ctx.draw_series(LineSeries::new(points, color.stroke_width(2)))?,
+    match series.mark {
+        Mark::Line => {
+            ctx.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
+        }
         Mark::Step => {
-            ctx.draw_series(LineSeries::new(step_points(points), color.stroke_width(2)))?
+            ctx.draw_series(LineSeries::new(step_points(points), color.stroke_width(2)))?;
         }
         Mark::Dots => {
-            ctx.draw_series(points.map(|p| Circle::new(p, 2, color.mix(0.6).filled())))?
+            ctx.draw_series(points.map(|p| Circle::new(p, 2, color.mix(0.6).filled())))?;
         }
         Mark::Crosses => {
-            ctx.draw_series(points.map(|p| Cross::new(p, 4, color.stroke_width(2))))?
+            ctx.draw_series(points.map(|p| Cross::new(p, 4, color.stroke_width(2))))?;
         }
         Mark::Bars { width_micro } => {
             let width = width_micro as f64 / 1e6;
             ctx.draw_series(points.map(|(x, y)| {
                 Rectangle::new([(x, 0.0), (x + width * 0.92, y)], color.mix(0.8).filled())
-            }))?
+            }))?;
         }
-    };
-    if !series.name.is_empty() {
-        annotation
-            .label(series.name.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 14, y + 4)], color.filled()));
     }
     Ok(())
 }

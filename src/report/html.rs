@@ -14,6 +14,8 @@ pub struct Plot {
     pub title: String,
     /// A complete `<svg>` element.
     pub svg: String,
+    /// Series names and their colours (`#rrggbb`), shown under the title.
+    pub legend: Vec<(String, String)>,
 }
 
 pub(super) const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}\
@@ -21,7 +23,9 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}\
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:right}\
 th:first-child,td:first-child{text-align:left}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.5em 1em;margin:.5em 0}\
 .plots{display:grid;grid-template-columns:1fr 1fr;gap:1em}.plot h3{font-size:1em;margin:.3em 0}\
-.kv td{text-align:left}code{font-size:.95em}";
+.kv td{text-align:left}.key{font-size:.85em;margin-right:1.2em}\
+.key i{display:inline-block;width:.9em;height:.9em;margin-right:.35em;vertical-align:-.1em}\
+.plot svg{display:block}.keys{min-height:1.4em}.flag{white-space:nowrap}code{font-size:.95em}";
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {
@@ -41,6 +45,7 @@ pub fn render(run: &RunInfo, summary: &Summary, warnings: &[Warning], plots: &[P
          <style>{STYLE}</style></head><body>\n<h1>{title}</h1>\n"
     );
     run_table(&mut out, run, summary);
+    options_block(&mut out, run);
     warnings_block(&mut out, warnings);
     headline_table(&mut out, summary);
     latency_table(&mut out, summary);
@@ -75,15 +80,52 @@ fn run_table(out: &mut String, run: &RunInfo, s: &Summary) {
     out.push_str("</table>\n");
 }
 
+/// The run's free-form options and calibration, folded away.
+fn options_block(out: &mut String, run: &RunInfo) {
+    let options = serde_json::json!({ "config": run.config, "calibration": run.calibration });
+    let text = serde_json::to_string_pretty(&options).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "<details><summary>all options</summary><pre>{}</pre></details>",
+        escape(&text)
+    );
+}
+
 fn warnings_block(out: &mut String, warnings: &[Warning]) {
     for w in warnings {
         let _ = writeln!(
             out,
             "<div class=\"warn\"><b>warning:</b> {}<br><b>fix:</b> {}</div>",
             escape(&w.message),
-            escape(&w.fix)
+            flags_as_code(&escape(&w.fix))
         );
     }
+}
+
+/// Wraps each command-line flag (`--name`) of already-escaped `text` in `<code>` so the
+/// browser does not break the line inside it.
+fn flags_as_code(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("--") {
+        let starts_token = rest[..at]
+            .chars()
+            .last()
+            .is_none_or(|c| !c.is_alphanumeric());
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let len = 2 + tail[2..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(tail.len() - 2);
+        if starts_token && len > 2 {
+            let _ = write!(out, "<code class=\"flag\">{}</code>", &tail[..len]);
+        } else {
+            out.push_str(&tail[..len]);
+        }
+        rest = &tail[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn opt(value: Option<f64>, decimals: usize) -> String {
@@ -172,12 +214,32 @@ pub(super) fn plots_block(out: &mut String, plots: &[Plot]) {
     }
     out.push_str("<h2>Plots</h2><div class=\"plots\">\n");
     for plot in plots {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "<div class=\"plot\"><h3>{}</h3>{}</div>",
-            escape(&plot.title),
-            plot.svg
+            "<div class=\"plot\"><h3>{}</h3><div class=\"keys\">",
+            escape(&plot.title)
         );
+        for (name, color) in &plot.legend {
+            let _ = write!(
+                out,
+                "<span class=\"key\"><i style=\"background:{color}\"></i>{}</span>",
+                escape(name)
+            );
+        }
+        let _ = writeln!(out, "</div>{}</div>", plot.svg);
     }
     out.push_str("</div>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_unbreakable_code() {
+        assert_eq!(
+            flags_as_code("raise --first-token-timeout/--timeout (a--b) --"),
+            "raise <code class=\"flag\">--first-token-timeout</code>/<code class=\"flag\">--timeout</code> (a--b) --"
+        );
+    }
 }

@@ -1,15 +1,17 @@
 //! The plots of `report.html`, built from the records: TTFT and E2E CDFs, ITL histogram,
-//! each request's latency over time, requests in flight, output tokens/s, and send lag.
+//! each request's TTFT and E2E over time, requests in flight, output tokens/s, and send lag.
 //! Latency plots use successful requests only, like the summary; failures are marked on
 //! the latency-over-time plot so they are not hidden.
 
-use super::chart::{self, Chart, Mark, Series};
+use super::chart::{Chart, Mark, Series};
 use super::html::Plot;
-use crate::metrics::{RequestMetrics, timeline};
+use crate::metrics::{RequestMetrics, percentile, timeline};
 use crate::replay::RequestRecord;
 
 /// Buckets of the ITL histogram.
 const ITL_BINS: usize = 40;
+/// The ITL histogram's range ends here, so a few stalls do not flatten it.
+const HISTOGRAM_UPPER_PERCENTILE: f64 = 99.5;
 /// Buckets of the tokens/s-over-time plot.
 const RATE_BUCKETS: f64 = 60.0;
 
@@ -32,8 +34,12 @@ pub fn run_plots(records: &[RequestRecord]) -> Vec<Plot> {
             histogram("ITL (ms)", &itl),
         ),
         (
-            "Latency of each request over time",
-            latency_over_time(records, &metrics),
+            "TTFT of each request over time",
+            latency_over_time(records, &metrics, "TTFT", |m| m.ttft_ms),
+        ),
+        (
+            "E2E latency of each request over time",
+            latency_over_time(records, &metrics, "E2E", |m| m.e2el_ms),
         ),
         ("Requests in flight", in_flight(records)),
         ("Output tokens per second", output_rate(records, &metrics)),
@@ -41,10 +47,7 @@ pub fn run_plots(records: &[RequestRecord]) -> Vec<Plot> {
     ];
     plots
         .into_iter()
-        .map(|(title, chart)| Plot {
-            title: title.to_string(),
-            svg: chart::render(&chart),
-        })
+        .map(|(title, chart)| Plot::from_chart(title, &chart))
         .collect()
 }
 
@@ -75,27 +78,44 @@ fn cdf(x_label: &str, samples: &[f64]) -> Chart {
     }
 }
 
-/// Counts in equal-width bins from the minimum to the maximum.
+/// Counts in equal-width bins from the minimum to the p99.5, so a long tail does not
+/// squeeze the body into one bar; how many samples lie beyond is said in the axis label.
 fn histogram(x_label: &str, samples: &[f64]) -> Chart {
-    let lo = samples.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let (Some(lo), Some(hi)) = (
+        sorted.first().copied(),
+        percentile(&sorted, HISTOGRAM_UPPER_PERCENTILE),
+    ) else {
+        return Chart {
+            x_label: x_label.to_string(),
+            y_label: "chunks".to_string(),
+            y_from_zero: true,
+            series: Vec::new(),
+        };
+    };
     let width = ((hi - lo) / ITL_BINS as f64).max(1e-3);
     let mut counts = vec![0usize; ITL_BINS];
-    for &x in samples {
-        let bin = (((x - lo) / width) as usize).min(ITL_BINS - 1);
-        counts[bin] += 1;
+    let mut beyond = 0usize;
+    for &x in &sorted {
+        match ((x - lo) / width) as usize {
+            bin if bin < ITL_BINS => counts[bin] += 1,
+            _ if x <= hi => counts[ITL_BINS - 1] += 1,
+            _ => beyond += 1,
+        }
     }
-    let points = if samples.is_empty() {
-        Vec::new()
+    let points = counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (lo + i as f64 * width, c as f64))
+        .collect();
+    let label = if beyond > 0 {
+        format!("{x_label}; {beyond} above {hi:.1} not shown")
     } else {
-        counts
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (lo + i as f64 * width, c as f64))
-            .collect()
+        x_label.to_string()
     };
     Chart {
-        x_label: x_label.to_string(),
+        x_label: label,
         y_label: "chunks".to_string(),
         y_from_zero: true,
         series: vec![series(
@@ -109,29 +129,36 @@ fn histogram(x_label: &str, samples: &[f64]) -> Chart {
     }
 }
 
-/// TTFT and E2E of each successful request at its send time; failures at their end.
-fn latency_over_time(records: &[RequestRecord], metrics: &[RequestMetrics]) -> Chart {
+/// One latency of each successful request at its send time, failures as crosses at
+/// their time to failure.
+fn latency_over_time(
+    records: &[RequestRecord],
+    metrics: &[RequestMetrics],
+    name: &str,
+    of: fn(&RequestMetrics) -> Option<f64>,
+) -> Chart {
     let pairs = || records.iter().zip(metrics);
-    let at_send = |f: fn(&RequestMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
-        pairs()
-            .filter(|(_, m)| m.ok)
-            .filter_map(|(r, m)| Some((r.sent_s?, f(m)?)))
-            .collect()
-    };
+    let ok: Vec<(f64, f64)> = pairs()
+        .filter(|(_, m)| m.ok)
+        .filter_map(|(r, m)| Some((r.sent_s?, of(m)?)))
+        .collect();
     let failed: Vec<(f64, f64)> = pairs()
-        .filter(|(r, m)| !m.ok && r.sent_s.is_some())
+        .filter(|(_, m)| !m.ok)
         .filter_map(|(r, m)| Some((r.sent_s?, m.e2el_ms?)))
         .collect();
-    let mut all = vec![
-        series("E2E", 0, Mark::Dots, at_send(|m| m.e2el_ms)),
-        series("TTFT", 1, Mark::Dots, at_send(|m| m.ttft_ms)),
-    ];
+    // A legend only when there are failures to tell apart: it would hide early points.
+    let mut all = vec![series(
+        if failed.is_empty() { "" } else { name },
+        0,
+        Mark::Dots,
+        ok,
+    )];
     if !failed.is_empty() {
         all.push(series("failed (time to failure)", 3, Mark::Crosses, failed));
     }
     Chart {
         x_label: "send time (s from run start)".to_string(),
-        y_label: "latency (ms)".to_string(),
+        y_label: format!("{name} (ms)"),
         y_from_zero: true,
         series: all,
     }

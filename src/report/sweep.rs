@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::chart::{self, Chart, Mark, Series};
+use super::chart::{Chart, Mark, Series};
 use super::html::{Plot, escape};
 use super::{ReportError, write_file};
 use crate::metrics::{Distribution, Summary};
@@ -124,10 +124,7 @@ pub fn plots(runs: &[SweepRun<'_>]) -> Vec<Plot> {
     ];
     charts
         .into_iter()
-        .map(|(title, c)| Plot {
-            title: title.to_string(),
-            svg: chart::render(&c),
-        })
+        .map(|(title, chart)| Plot::from_chart(title, &chart))
         .collect()
 }
 

@@ -264,7 +264,7 @@ fn report_csv_has_a_row_per_record() {
 fn report_html_is_self_contained() {
     let (dir, _) = finished_run();
     let html = read(&dir.path().join("report.html"));
-    assert_eq!(html.matches("<svg").count(), 7, "seven plots");
+    assert_eq!(html.matches("<svg").count(), 8, "eight plots");
     for remote in ["http://", "https://", "<script", "<link"] {
         let outside_config = html
             .replace("http://127.0.0.1:9/v1", "")
