@@ -194,3 +194,26 @@ fn empty_run_has_no_statistics() {
         (None, None, None)
     );
 }
+
+#[test]
+fn failed_requests_never_lower_a_latency() {
+    // A stream cut 1 ms after its first token: fast, and a failure. Adding it must leave
+    // every latency statistic as it was and show up in the failure share instead.
+    let mut with_cut = records();
+    let mut cut = with_cut[0].clone();
+    cut.index = 6;
+    cut.outcome = Outcome::StreamCut;
+    cut.first_token_s = Some(1.002);
+    cut.end_s = Some(1.003);
+    cut.chunk_s = vec![1.002, 1.0025];
+    with_cut.push(cut);
+
+    let before = summary();
+    let after = Summary::compute(&with_cut, &SummaryOptions::default());
+    assert_eq!(after.ttft_ms, before.ttft_ms);
+    assert_eq!(after.tpot_ms, before.tpot_ms);
+    assert_eq!(after.itl_ms, before.itl_ms);
+    assert_eq!(after.e2el_ms, before.e2el_ms);
+    assert_eq!(after.failed_by_cause.get("stream_cut"), Some(&1));
+    approx(after.failure_share, 2.0 / 6.0);
+}
