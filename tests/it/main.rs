@@ -2,15 +2,17 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
+mod e2e;
 mod prompt;
+mod replay;
+mod report;
 mod sim;
+mod sim_bench;
 mod sim_faults;
 mod sim_timing;
-mod report;
+mod sse;
+mod sse_server;
 mod trace;
 mod trace_fetch;
 mod trace_props;
 mod trace_tools;
-mod sse;
-mod sse_server;
-mod replay;
