@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use super::stream::{Flow, StreamResult, StreamTimer};
 use crate::replay::{Outcome, TimeoutKind};
 
+/// The header carrying each request's plan index (`tracebench-INDEX`).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// Longest excerpt of an error response body kept in the record, bytes.
 const ERROR_BODY_BYTES: usize = 512;
 
@@ -262,7 +265,21 @@ impl Client {
 
     /// Sends `body` and reads the stream to its end, a timeout, or `cancel`.
     pub async fn stream(&self, body: &Value, cancel: &CancellationToken) -> Exchange {
-        let request = self.http.post(self.url()).json(body);
+        self.stream_tagged(body, None, cancel).await
+    }
+
+    /// [`Client::stream`] with an `x-request-id` header, so that server logs (and the
+    /// simulator's chunk log) can be matched with `requests.jsonl`.
+    pub async fn stream_tagged(
+        &self,
+        body: &Value,
+        request_id: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> Exchange {
+        let mut request = self.http.post(self.url()).json(body);
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, id);
+        }
         let sent = Instant::now();
         let mut timer = StreamTimer::new(self.config.max_event_bytes);
         let deadlines = Deadlines::new(&self.config, sent);

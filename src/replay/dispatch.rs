@@ -29,6 +29,8 @@ use crate::trace::TraceRecord;
 /// One request to send.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// Its plan index (sent as `x-request-id: tracebench-INDEX`).
+    pub index: usize,
     /// The prompt.
     pub prompt: PromptBody,
     /// `max_tokens`: the record's output length.
@@ -48,7 +50,8 @@ pub trait Transport: Send + Sync + 'static {
 impl Transport for Client {
     async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
         let body = self.body(&job.prompt, job.max_tokens);
-        self.stream(&body, &cancel).await
+        let id = format!("tracebench-{}", job.index);
+        self.stream_tagged(&body, Some(&id), &cancel).await
     }
 }
 
@@ -338,6 +341,7 @@ async fn send<T: Transport, P: PromptSource>(
 ) {
     let record = &shared.records[shared.plan.entries[index].record];
     let job = Job {
+        index,
         prompt,
         max_tokens: record.output_tokens,
     };
