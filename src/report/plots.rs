@@ -94,7 +94,8 @@ fn histogram(x_label: &str, samples: &[f64]) -> Chart {
             series: Vec::new(),
         };
     };
-    let width = ((hi - lo) / ITL_BINS as f64).max(1e-3);
+    // A constant sample set still gets bars of a visible width.
+    let width = ((hi - lo) / ITL_BINS as f64).max(hi.abs().max(1.0) * 1e-3);
     let mut counts = vec![0usize; ITL_BINS];
     let mut beyond = 0usize;
     for &x in &sorted {
