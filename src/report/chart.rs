@@ -293,3 +293,41 @@ fn step_points(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RANGES: Ranges = ((0.0, 1.0), (0.0, 1.0));
+
+    #[test]
+    fn dots_in_one_pixel_cell_are_drawn_once() {
+        let dots = vec![(0.5, 0.5), (0.5000001, 0.5000001), (0.9, 0.1)];
+        assert_eq!(thin_dots(dots, RANGES), vec![(0.5, 0.5), (0.9, 0.1)]);
+    }
+
+    #[test]
+    fn thinned_line_keeps_each_columns_extremes() {
+        // 10,000 points in 540 columns: a spike in the middle must survive.
+        let mut line: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64 / 10_000.0, 0.5)).collect();
+        line[5_003].1 = 0.99;
+        let thin = thin_line(line, RANGES);
+        assert!(thin.len() < 4 * SIZE.0 as usize, "{}", thin.len());
+        assert!(thin.contains(&(0.5003, 0.99)));
+        assert!(thin.windows(2).all(|w| w[0].0 <= w[1].0), "x stays ordered");
+    }
+
+    #[test]
+    fn ticks_drop_trailing_zeros() {
+        assert_eq!(tick(&2000.0), "2000");
+        assert_eq!(tick(&0.25), "0.25");
+        assert_eq!(tick(&12.5), "12.5");
+        assert_eq!(tick(&-0.001), "0");
+    }
+
+    #[test]
+    fn constant_data_gets_a_visible_range() {
+        let (lo, hi) = pad(100.0, 100.0 + 1e-11);
+        assert!(lo <= 95.0 && hi >= 105.0, "{lo}..{hi}");
+    }
+}
