@@ -24,6 +24,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 /// samples (the field name holding the distribution says which); all are `None` when
 /// `count` is 0.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Distribution {
     /// Number of samples.
     pub count: usize,

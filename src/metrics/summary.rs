@@ -36,6 +36,7 @@ impl SummaryOptions {
 
 /// The summary of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Summary {
     /// The run was interrupted; the numbers cover what was measured before.
     pub partial: bool,
@@ -105,6 +106,7 @@ pub struct Summary {
 
 /// Session children's waits for their parent turn.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SessionWait {
     /// Children with a recorded session wait.
     pub children: usize,
@@ -118,6 +120,7 @@ pub struct SessionWait {
 
 /// Server-reported token counts against the trace's lengths.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Fidelity {
     /// `usage.prompt_tokens − input_tokens` of successful requests with usage.
     pub prompt: TokenDiff,
@@ -127,6 +130,7 @@ pub struct Fidelity {
 
 /// The distribution of a token count difference.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TokenDiff {
     /// Requests with both counts.
     pub count: usize,
@@ -140,6 +144,7 @@ pub struct TokenDiff {
 
 /// Counts of successful requests by where their output token count came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OutputCountSources {
     /// From the server's usage.
     pub usage: usize,
@@ -151,6 +156,7 @@ pub struct OutputCountSources {
 
 /// Requests that met every goodput objective.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Goodput {
     /// The objectives, ms.
     pub slo: GoodputSlo,

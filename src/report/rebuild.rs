@@ -54,8 +54,9 @@ pub fn read_run(dir: &Path, goodput: Option<GoodputSlo>) -> Result<Rebuilt, Repo
     let read = requests_jsonl::read(&dir.join("requests.jsonl"))?;
 
     // An earlier summary says whether the run finished; without one, it did not.
-    let finished = read_summary_file(&dir.join("summary.json")).map(|f| !f.partial);
-    let partial = read.truncated_tail || !finished.unwrap_or(false);
+    let earlier: Result<serde_json::Value, _> = read_json(&dir.join("summary.json"));
+    let finished = earlier.is_ok_and(|json| json["partial"] == serde_json::Value::Bool(false));
+    let partial = read.truncated_tail || !finished;
     Ok(Rebuilt {
         run,
         records: read.records,
@@ -75,8 +76,15 @@ pub fn load_summary(path: &Path) -> Result<Summary, ReportError> {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (dir, path.to_path_buf())
     };
+    // Only the `summary` object is needed, so an older or newer `config` does not matter.
     if file.is_file() {
-        return read_summary_file(&file).map(|f| f.summary);
+        let json: serde_json::Value = read_json(&file)?;
+        return serde_json::from_value(json["summary"].clone()).map_err(|source| {
+            ReportError::Json {
+                path: file.clone(),
+                source,
+            }
+        });
     }
     let rebuilt = read_run(&dir, None)?;
     let options = SummaryOptions::from_run(&rebuilt.run, rebuilt.partial);
