@@ -425,8 +425,8 @@ fn run_info(
         started_at: chrono::Local::now().to_rfc3339(),
         trace: args.trace.trace.clone(),
         base_url: match target.sim {
-            true => format!("sim {}", client.config().endpoint.root),
-            false => client.config().endpoint.root.clone(),
+            true => format!("sim {}", client.config().endpoint.shown()),
+            false => client.config().endpoint.shown(),
         },
         model: client.config().model.clone(),
         tokenizer: tokenizer.name().to_string(),

@@ -84,7 +84,7 @@ impl Endpoint {
     /// Parses `--base-url`.
     pub fn parse(base_url: &str) -> Result<Self, ClientError> {
         let bad = |reason: &str| ClientError::BaseUrl {
-            url: base_url.to_string(),
+            url: redact_url(base_url),
             reason: reason.to_string(),
         };
         let url = reqwest::Url::parse(base_url).map_err(|e| bad(&e.to_string()))?;
@@ -99,6 +99,11 @@ impl Endpoint {
         Ok(Self { root })
     }
 
+    /// The root as it may be shown: a password in the URL is replaced by `***`.
+    pub fn shown(&self) -> String {
+        redact_url(&self.root)
+    }
+
     /// `ROOT/v1/PATH`.
     pub fn api(&self, path: &str) -> String {
         format!("{}/v1/{}", self.root, path.trim_start_matches('/'))
@@ -107,6 +112,31 @@ impl Endpoint {
     /// `ROOT/PATH`, for server endpoints outside `/v1`.
     pub fn server(&self, path: &str) -> String {
         format!("{}/{}", self.root, path.trim_start_matches('/'))
+    }
+}
+
+/// `url` with the password of its `user:password@` part replaced by `***`, for messages and
+/// reports (reqwest sends those credentials as basic auth; they must not be written).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// A `--header NAME:VALUE` as it may be shown in an error: the value may be a credential.
+fn redact_header(spec: &str) -> String {
+    match spec.split_once(':') {
+        Some((name, _)) => format!("{name}: <value hidden>"),
+        None => spec.to_string(),
     }
 }
 
@@ -212,7 +242,7 @@ impl Client {
     pub async fn first_model(&self) -> Result<String, ClientError> {
         let url = self.config.endpoint.api("models");
         let fail = |reason: String| ClientError::Models {
-            url: url.clone(),
+            url: redact_url(&url),
             reason,
         };
         let response = self
@@ -437,7 +467,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 fn default_headers(config: &ClientConfig) -> Result<HeaderMap, ClientError> {
     let mut headers = HeaderMap::new();
     for spec in &config.headers {
-        let bad = || ClientError::Header(spec.clone());
+        let bad = || ClientError::Header(redact_header(spec));
         let (name, value) = spec.split_once(':').ok_or_else(bad)?;
         let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
         let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
@@ -473,6 +503,19 @@ mod tests {
         assert_eq!(prefixed.as_deref(), Some("https://h/proxy"));
         assert!(Endpoint::parse("ftp://h").is_err());
         assert!(Endpoint::parse("127.0.0.1:8000").is_err());
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        let url = "http://me:pw-1@h:8000/v1";
+        assert_eq!(redact_url(url), "http://me:***@h:8000/v1");
+        let root = Endpoint::parse(url).map(|e| e.shown()).ok();
+        assert_eq!(root.as_deref(), Some("http://me:***@h:8000"));
+        assert_eq!(redact_url("http://h/a@b:c"), "http://h/a@b:c");
+        assert_eq!(redact_url("http://me@h"), "http://me@h");
+        let err = Endpoint::parse("http://me:pw-1@[bad/v1").err();
+        let err = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(!err.contains("pw-1") && err.contains("me:***@"), "{err}");
     }
 
     fn config(api: Api, extra: Option<&str>) -> ClientConfig {
@@ -530,10 +573,14 @@ mod tests {
     fn bad_header_is_named() {
         let mut bad = config(Api::Chat, None);
         bad.headers = vec!["no-colon".into()];
-        let err = Client::new(bad)
+        let err = Client::new(bad.clone())
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("no-colon"), "{err}");
+        bad.headers = vec!["X-Api-Key: sk-1\u{7f}".into()];
+        let err = Client::new(bad).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("X-Api-Key") && !err.contains("sk-1"), "{err}");
     }
 }
