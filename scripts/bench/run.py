@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""tracebench's macro benchmark harness (issue 9): accuracy under load against the
+simulator, memory, prompt preparation, parse throughput and, on request, the peers.
+
+Python standard library only. Every number comes with the command that produced it in
+the run's results.json; the tables it prints are the ones in docs/PERFORMANCE.md.
+
+  scripts/bench/run.py accuracy [--rates 50,200,...] [--modes small,full] [--repeats 3]
+  scripts/bench/run.py memory | prompts | parse | machine
+  scripts/bench/run.py peers [--rates 50,200,1000] (see peers.py)
+
+The release binary is taken from $TRACEBENCH_BIN, else
+$CARGO_TARGET_DIR/release/tracebench, else target/release/tracebench.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import procs  # noqa: E402
+import truth  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TRACE = Path(os.environ.get("TRACEBENCH_TRACES", REPO.parent / "shared" / "traces")) \
+    / "mooncake_conversation_trace.jsonl"
+
+# The issue's slice: the first 2,000 records, bursts kept, outputs capped at 32 tokens.
+RECORDS = 2000
+OUTPUT_TOKENS = 32
+SMALL_INPUT_TOKENS = 512
+RATES = [50, 200, 500, 1000, 2000, 5000]
+
+# The simulator on one core, the client on the other.
+SIM_CORE, CLIENT_CORE = 0, 1
+
+
+def binary():
+    """Path of the tracebench release binary."""
+    if os.environ.get("TRACEBENCH_BIN"):
+        return os.environ["TRACEBENCH_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", REPO / "target")
+    path = Path(target) / "release" / "tracebench"
+    if not path.is_file():
+        sys.exit(f"no release binary at {path}: run `cargo build --release` or set TRACEBENCH_BIN")
+    return str(path)
+
+
+def replay_argv(base_url, rate, mode, out_dir, records=RECORDS, trace=TRACE):
+    """The tracebench replay command of one accuracy cell."""
+    argv = [binary(), "replay", "--trace", str(trace), "--limit", str(records),
+            "--target-rate", str(rate), "--max-output-tokens", str(OUTPUT_TOKENS),
+            "--base-url", base_url, "--model", "tracebench-sim", "--no-calibrate",
+            "--no-progress", "--lookahead", str(records), "--output", str(out_dir)]
+    if mode == "small":
+        argv += ["--max-input-tokens", str(SMALL_INPUT_TOKENS)]
+    return argv
+
+
+def accuracy_cell(work, mode, rate, rep):
+    """One replay against a fresh simulator; the joined accuracy figures plus CPU."""
+    cell = work / f"{mode}-{rate}-{rep}"
+    cell.mkdir(parents=True, exist_ok=True)
+    chunk_log = cell / "chunks.jsonl"
+    load = procs.load_average()
+    with procs.Sim(binary(), SIM_CORE, chunk_log, log_path=cell / "sim.log") as sim:
+        argv = procs.pinned(CLIENT_CORE, replay_argv(sim.base_url, rate, mode, cell / "run"))
+        measured = procs.run_measured(argv, cell / "replay.out", cell / "replay.err")
+    if measured.code != 0:
+        raise RuntimeError(f"replay exited {measured.code}: see {cell / 'replay.err'}")
+    result = truth.accuracy(cell / "run" / "requests.jsonl", chunk_log)
+    result.update(cpu_figures(measured, result, rate))
+    result["sim_cpu_s"] = sim.cpu_s
+    result["load_average_before"] = load
+    result["sched"] = {"nice": procs.NICE, "policy": procs.SCHED or "other"}
+    result["command"] = " ".join(replay_argv("URL", rate, mode, "OUT"))
+    return result
+
+
+def cpu_figures(measured, result, rate):
+    """Client CPU: whole process, and inside the sending window per 1,000 arrivals/s."""
+    figures = {"client_cpu_s": measured.cpu_s, "client_wall_s": measured.wall_s,
+               "client_max_rss_mib": measured.max_rss_mib}
+    offset, window = result["clock_offset_unix_s"], result["window_s"]
+    if offset and window and window[1] > window[0]:
+        cpu = measured.cpu_between(offset + window[0], offset + window[1])
+        cores = cpu / (window[1] - window[0])
+        figures["window_cpu_s"] = cpu
+        figures["window_cores"] = cores
+        figures["cores_per_1000_rps"] = cores / (rate / 1000.0)
+    return figures
+
+
+def median_of(results, path):
+    """Median over repeats of a nested figure (path like 'ttft_ms.p99'); None if missing."""
+    values = []
+    for r in results:
+        value = r
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            values.append(value)
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=2):
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+ACCURACY_HEADER = (
+    "| prompts | offered /s | sent % of offered | send lag p50 / p99 ms | TTFT p50 / p99 ms "
+    "(truth) | TTFT error p50 / p99 ms | ITL p50 / p99 ms (truth) | ITL error p99 ms | "
+    "client cores (per 1,000/s) | ok |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def accuracy_row(mode, rate, results):
+    """One markdown row: medians over the repeats."""
+    m = lambda path: median_of(results, path)  # noqa: E731
+    sent_pct = None
+    if m("sent_rate") and m("offered_rate"):
+        sent_pct = 100.0 * m("sent_rate") / m("offered_rate")
+    return (f"| {mode} | {rate:,} | {fmt(sent_pct, 1)} | {fmt(m('send_lag_ms.p50'), 3)} / "
+            f"{fmt(m('send_lag_ms.p99'), 3)} | {fmt(m('ttft_ms.p50'))} / {fmt(m('ttft_ms.p99'))}"
+            f" ({fmt(m('ttft_truth_ms.p50'))} / {fmt(m('ttft_truth_ms.p99'))}) | "
+            f"{fmt(m('ttft_err_ms.p50'), 3)} / {fmt(m('ttft_err_ms.p99'), 3)} | "
+            f"{fmt(m('itl_ms.p50'))} / {fmt(m('itl_ms.p99'))} ({fmt(m('itl_truth_ms.p50'))} / "
+            f"{fmt(m('itl_truth_ms.p99'))}) | {fmt(m('itl_abs_err_ms.p99'), 3)} | "
+            f"{fmt(m('window_cores'), 3)} ({fmt(m('cores_per_1000_rps'), 3)}) | "
+            f"{int(m('ok') or 0)}/{int(m('requests') or 0)} |")
+
+
+def cmd_accuracy(args):
+    work = Path(args.work)
+    rows, everything = [ACCURACY_HEADER], {}
+    for mode in args.modes.split(","):
+        for rate in [int(r) for r in args.rates.split(",")]:
+            results = [accuracy_cell(work, mode, rate, rep) for rep in range(args.repeats)]
+            everything[f"{mode}-{rate}"] = results
+            rows.append(accuracy_row(mode, rate, results))
+            print(rows[-1], flush=True)
+    save(work, "accuracy", everything)
+    print("\n".join(rows))
+
+
+def cmd_memory(args):
+    """Peak RSS replaying the whole conversation trace, time-compressed, short outputs."""
+    work = Path(args.work) / "memory"
+    work.mkdir(parents=True, exist_ok=True)
+    with procs.Sim(binary(), SIM_CORE, work / "chunks.jsonl", log_path=work / "sim.log") as sim:
+        argv = [binary(), "replay", "--trace", str(TRACE), "--target-rate", str(args.rate),
+                "--max-output-tokens", str(OUTPUT_TOKENS), "--base-url", sim.base_url,
+                "--model", "tracebench-sim", "--no-calibrate", "--no-progress",
+                "--output", str(work / "run")]
+        m = procs.run_measured(procs.pinned(CLIENT_CORE, argv), work / "out", work / "err")
+    ok = sum(1 for r in truth.read_requests(work / "run" / "requests.jsonl")
+             if r["outcome"] == "ok")
+    result = {"code": m.code, "wall_s": m.wall_s, "cpu_s": m.cpu_s,
+              "max_rss_mib": m.max_rss_mib, "ok": ok, "rate": args.rate,
+              "command": " ".join(argv).replace(sim.base_url, "URL")}
+    save(Path(args.work), "memory", result)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_prompts(args):
+    """`tracebench prompts`: blocks on the whole trace, random on 1,000 records."""
+    work = Path(args.work) / "prompts"
+    work.mkdir(parents=True, exist_ok=True)
+    cases = {"blocks-all": ["--prompt", "blocks"],
+             "random-1000": ["--prompt", "random", "--limit", "1000"]}
+    results = {}
+    for name, extra in cases.items():
+        argv = [binary(), "prompts", "--trace", str(TRACE), "--output",
+                str(work / f"{name}.jsonl")] + extra
+        m = procs.run_measured(argv, work / f"{name}.out", work / f"{name}.err")
+        results[name] = {"code": m.code, "wall_s": m.wall_s, "cpu_s": m.cpu_s,
+                         "max_rss_mib": m.max_rss_mib, "command": " ".join(argv)}
+        (work / f"{name}.jsonl").unlink(missing_ok=True)
+        print(name, json.dumps(results[name]), flush=True)
+    save(Path(args.work), "prompts", results)
+
+
+def cmd_parse(args):
+    """The criterion micro-benchmarks of the SSE reader and the trace reader."""
+    results = {}
+    for bench in ["sse_parse", "trace_parse"]:
+        argv = ["cargo", "bench", "--bench", bench]
+        started = time.time()
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+        results[bench] = {"code": proc.returncode, "wall_s": time.time() - started,
+                          "stdout": proc.stdout[-6000:], "command": " ".join(argv)}
+        print(proc.stdout[-3000:], flush=True)
+    save(Path(args.work), "parse", results)
+
+
+def machine():
+    """The machine the numbers were measured on."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                  if line.startswith("Model name")), "unknown")
+    version = subprocess.run([binary(), "--version"], capture_output=True, text=True).stdout
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    return {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "tracebench": version.strip(), "commit": commit,
+            "mem_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30}
+
+
+def save(work, name, data):
+    """Writes WORK/NAME.json with the machine description next to the data."""
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "results": data}, indent=1))
+    print(f"saved {path}", file=sys.stderr)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="/tmp/tracebench-bench",
+                        help="where runs, logs and NAME.json results go")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    acc = sub.add_parser("accuracy", help="TTFT/ITL vs the simulator's truth, send lag, CPU")
+    acc.add_argument("--rates", default=",".join(str(r) for r in RATES))
+    acc.add_argument("--modes", default="small,full")
+    acc.add_argument("--repeats", type=int, default=3)
+    mem = sub.add_parser("memory", help="peak RSS replaying the whole conversation trace")
+    mem.add_argument("--rate", type=float, default=500)
+    sub.add_parser("prompts", help="prompt preparation time and peak RSS")
+    sub.add_parser("parse", help="SSE and trace parse micro-benchmarks (cargo bench)")
+    sub.add_parser("machine", help="print the machine description")
+    peers = sub.add_parser("peers", help="the peers side by side (installs them; slow)")
+    peers.add_argument("--rates", default="50,200,1000")
+    peers.add_argument("--only", default="", help="comma list of peers to run")
+    args = parser.parse_args()
+    if args.cmd == "peers":
+        import peers as peer_bench
+        peer_bench.main(args)
+        return
+    if args.cmd == "machine":
+        print(json.dumps(machine(), indent=2))
+        return
+    {"accuracy": cmd_accuracy, "memory": cmd_memory, "prompts": cmd_prompts,
+     "parse": cmd_parse}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
