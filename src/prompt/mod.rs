@@ -6,6 +6,7 @@
 //! - [`PieceVocab`]: the tokenizer's vetted single-token word pieces, which make text of a
 //!   known token count without encoding it.
 //! - [`PromptBuilder`]: one record in, one [`Prompt`] out, in any [`PromptMode`].
+//! - [`ChatTemplate`]: the `tokenizer_config.json` fallback for the chat template overhead.
 //!
 //! No network and no tokio here, except the hub download when a repository id is loaded.
 
@@ -15,6 +16,7 @@ mod hf;
 mod mix;
 mod mode;
 mod random;
+mod template;
 mod text;
 mod tiktoken;
 mod tokenizer;
@@ -23,6 +25,7 @@ mod vocab;
 pub use batch::{for_each_prompt, sample_indexes};
 pub use builder::{Prompt, PromptBuilder, PromptError, text_tokens};
 pub use mode::PromptMode;
+pub use template::{ChatTemplate, TOKENIZER_CONFIG_FILE, TemplateError, config_beside};
 pub use tokenizer::{
     AUTO_TOKENIZER, DEFAULT_TOKENIZER, Tokenizer, TokenizerError, load_tokenizer,
     load_tokenizer_for_model, load_tokenizer_spec,
