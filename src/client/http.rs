@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-use super::stream::{Flow, StreamResult, StreamTimer};
+use super::stream::{Flow, OutputHook, StreamResult, StreamTimer};
 use crate::replay::{Outcome, TimeoutKind};
 
 /// The header carrying each request's plan index (`tracebench-INDEX`).
@@ -198,6 +198,15 @@ pub struct Client {
     config: std::sync::Arc<ClientConfig>,
 }
 
+/// What identifies and observes one exchange.
+#[derive(Debug, Clone, Default)]
+pub struct Tag {
+    /// Sent as `x-request-id`.
+    pub request_id: Option<String>,
+    /// Told of output chunks as they arrive.
+    pub on_output: Option<OutputHook>,
+}
+
 /// One streamed exchange as measured.
 #[derive(Debug, Clone)]
 pub struct Exchange {
@@ -295,23 +304,23 @@ impl Client {
 
     /// Sends `body` and reads the stream to its end, a timeout, or `cancel`.
     pub async fn stream(&self, body: &Value, cancel: &CancellationToken) -> Exchange {
-        self.stream_tagged(body, None, cancel).await
+        self.stream_tagged(body, Tag::default(), cancel).await
     }
 
-    /// [`Client::stream`] with an `x-request-id` header, so that server logs (and the
-    /// simulator's chunk log) can be matched with `requests.jsonl`.
+    /// [`Client::stream`] with an `x-request-id` header (so that server logs, and the
+    /// simulator's chunk log, can be matched with `requests.jsonl`) and a progress hook.
     pub async fn stream_tagged(
         &self,
         body: &Value,
-        request_id: Option<&str>,
+        tag: Tag,
         cancel: &CancellationToken,
     ) -> Exchange {
         let mut request = self.http.post(self.url()).json(body);
-        if let Some(id) = request_id {
+        if let Some(id) = &tag.request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }
         let sent = Instant::now();
-        let mut timer = StreamTimer::new(self.config.max_event_bytes);
+        let mut timer = StreamTimer::new(self.config.max_event_bytes).with_hook(tag.on_output);
         let deadlines = Deadlines::new(&self.config, sent);
 
         let response = tokio::select! {

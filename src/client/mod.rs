@@ -10,6 +10,8 @@ pub mod http;
 pub mod sse;
 pub mod stream;
 
-pub use http::{Api, ApiKey, Client, ClientConfig, ClientError, Endpoint, Exchange, PromptBody};
+pub use http::{
+    Api, ApiKey, Client, ClientConfig, ClientError, Endpoint, Exchange, PromptBody, Tag,
+};
 pub use sse::{DEFAULT_MAX_EVENT_BYTES, SseError, SseEvent, SseReader};
-pub use stream::{Flow, StreamResult, StreamTimer};
+pub use stream::{Flow, OutputHook, StreamResult, StreamTimer};

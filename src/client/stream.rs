@@ -15,6 +15,17 @@ use crate::replay::{Outcome, TokenSource};
 /// Bytes of a response kept to quote in an error message when it is not an event stream.
 const EXCERPT_BYTES: usize = 200;
 
+/// Told how many output-bearing chunks a response has had, each time that number grows
+/// (`before`, `after`): for live progress displays.
+#[derive(Clone)]
+pub struct OutputHook(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for OutputHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutputHook")
+    }
+}
+
 /// Whether to keep reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -43,6 +54,8 @@ pub struct StreamTimer {
     /// The first bytes of the body, for error messages.
     head: Vec<u8>,
     failure: Option<(Outcome, String)>,
+    /// Told of new output chunks.
+    hook: Option<OutputHook>,
 }
 
 /// What one response did.
@@ -74,7 +87,13 @@ impl StreamTimer {
             any_event: false,
             head: Vec::new(),
             failure: None,
+            hook: None,
         }
+    }
+
+    /// The same timer, telling `hook` of output chunks as they arrive.
+    pub fn with_hook(self, hook: Option<OutputHook>) -> Self {
+        Self { hook, ..self }
     }
 
     /// Whether an output-bearing chunk has arrived.
@@ -93,6 +112,7 @@ impl StreamTimer {
         }
 
         let events = std::mem::take(&mut self.events);
+        let before = self.chunk_times.len();
         let mut flow = Flow::Continue;
         for event in &events {
             flow = self.on_event(event, at);
@@ -102,6 +122,13 @@ impl StreamTimer {
         }
         self.events = events;
         self.events.clear();
+        if let Some(hook) = self
+            .hook
+            .as_ref()
+            .filter(|_| self.chunk_times.len() > before)
+        {
+            (hook.0)(before, self.chunk_times.len());
+        }
         flow
     }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pacer::Pacer;
 use super::{Outcome, RequestRecord};
-use crate::client::{Client, Exchange, PromptBody};
+use crate::client::{Client, Exchange, OutputHook, PromptBody, Tag};
 use crate::prompt::Tokenizer;
 use crate::schedule::{Plan, PlanEntry, WaitKind};
 use crate::trace::TraceRecord;
@@ -35,6 +35,8 @@ pub struct Job {
     pub prompt: PromptBody,
     /// `max_tokens`: the record's output length.
     pub max_tokens: u32,
+    /// Told of output chunks as they arrive (progress).
+    pub on_output: Option<OutputHook>,
 }
 
 /// Sends one request and reads its stream (the HTTP client, or a fake in tests).
@@ -50,8 +52,11 @@ pub trait Transport: Send + Sync + 'static {
 impl Transport for Client {
     async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
         let body = self.body(&job.prompt, job.max_tokens);
-        let id = format!("tracebench-{}", job.index);
-        self.stream_tagged(&body, Some(&id), &cancel).await
+        let tag = Tag {
+            request_id: Some(format!("tracebench-{}", job.index)),
+            on_output: job.on_output,
+        };
+        self.stream_tagged(&body, tag, &cancel).await
     }
 }
 
@@ -201,8 +206,10 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
     let handled = run_loop(&shared, prompt_rx, &options, &runtime, &mut tasks).await;
 
     skip_unhandled(&shared, &handled);
-    let stopped = shared.stop.is_cancelled();
     finish_tasks(&shared, &mut tasks, options.grace).await;
+    // After the wait: a stop during the grace period (every request already sent) still
+    // cancelled requests, so the run is partial.
+    let stopped = shared.stop.is_cancelled();
     DispatchEnd {
         start: shared.start,
         stopped,
@@ -344,6 +351,7 @@ async fn send<T: Transport, P: PromptSource>(
         index,
         prompt,
         max_tokens: record.output_tokens,
+        on_output: Some(progress_hook(&shared.live)),
     };
     shared.live.sent.fetch_add(1, Ordering::Relaxed);
     shared.live.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -356,14 +364,6 @@ async fn send<T: Transport, P: PromptSource>(
     out.queue_wait_ms = queue_wait.map(|w| w.as_secs_f64() * 1e3);
     out.session_wait_ms = admission.session_wait.map(|w| w.as_secs_f64() * 1e3);
     out.parent_failed = admission.parent_failed;
-    let chunks = exchange.result.chunk_times.len();
-    if chunks > 0 {
-        shared.live.first_tokens.fetch_add(1, Ordering::Relaxed);
-        shared
-            .live
-            .decode_tokens
-            .fetch_add(chunks - 1, Ordering::Relaxed);
-    }
     shared.finish(index, out, Some((exchange.sent, exchange.end)));
 }
 
@@ -465,7 +465,7 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
             chunk_s: Vec::new(),
             outcome,
             error,
-            clamped: false,
+            clamped: record.clamped,
             parent_failed: false,
         }
     }
@@ -494,6 +494,21 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         // The receiver only goes away when the whole run is torn down.
         let _ = self.sink.send(record);
     }
+}
+
+/// Counts first tokens and decode tokens into `live` as chunks arrive.
+fn progress_hook(live: &Arc<Live>) -> OutputHook {
+    let live = live.clone();
+    OutputHook(Arc::new(move |before, after| {
+        let decode = match before {
+            0 => {
+                live.first_tokens.fetch_add(1, Ordering::Relaxed);
+                after - 1
+            }
+            _ => after - before,
+        };
+        live.decode_tokens.fetch_add(decode, Ordering::Relaxed);
+    }))
 }
 
 fn is_think(entry: &PlanEntry) -> bool {

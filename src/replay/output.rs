@@ -24,20 +24,20 @@ pub const RUN_FILE: &str = "run.json";
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The directory cannot be made or written.
-    #[error("output directory {path}: {source} (choose another with --output DIR)")]
+    #[error("output directory {path}: {cause} (choose another with --output DIR)")]
     Dir {
         /// The directory.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: the chain would print it twice).
+        cause: std::io::Error,
     },
     /// A file in it cannot be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     File {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: the chain would print it twice).
+        cause: std::io::Error,
     },
 }
 
@@ -48,9 +48,9 @@ pub fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, OutputError> {
         Some(dir) => dir.to_path_buf(),
         None => fresh_default_dir(),
     };
-    let fail = |source| OutputError::Dir {
+    let fail = |cause| OutputError::Dir {
         path: path.clone(),
-        source,
+        cause,
     };
     std::fs::create_dir_all(&path).map_err(fail)?;
 
@@ -79,7 +79,7 @@ pub fn write_run_info(dir: &Path, run: &RunInfo) -> Result<(), OutputError> {
     let path = dir.join(RUN_FILE);
     let mut text = serde_json::to_string_pretty(run).unwrap_or_default();
     text.push('\n');
-    std::fs::write(&path, text).map_err(|source| OutputError::File { path, source })
+    std::fs::write(&path, text).map_err(|cause| OutputError::File { path, cause })
 }
 
 /// Appends records to `requests.jsonl`, one flushed line each.
@@ -93,9 +93,9 @@ impl RequestsWriter {
     /// Creates (truncates) `DIR/requests.jsonl`.
     pub fn create(dir: &Path) -> Result<Self, OutputError> {
         let path = dir.join(REQUESTS_FILE);
-        let file = File::create(&path).map_err(|source| OutputError::File {
+        let file = File::create(&path).map_err(|cause| OutputError::File {
             path: path.clone(),
-            source,
+            cause,
         })?;
         Ok(Self {
             path,
@@ -108,9 +108,9 @@ impl RequestsWriter {
         let mut line = serde_json::to_vec(record).unwrap_or_default();
         line.push(b'\n');
         let written = self.file.write_all(&line).and_then(|()| self.file.flush());
-        written.map_err(|source| OutputError::File {
+        written.map_err(|cause| OutputError::File {
             path: self.path.clone(),
-            source,
+            cause,
         })
     }
 }
