@@ -12,7 +12,7 @@ pub const SIZE: (u32, u32) = (540, 300);
 /// How a series is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// Points joined by straight lines.
+    /// Points joined by straight lines (each marked when there are few).
     Line,
     /// A step function: each value holds until the next point.
     Step,
@@ -52,6 +52,9 @@ pub struct Chart {
     /// The series, drawn in order.
     pub series: Vec<Series>,
 }
+
+/// Lines with at most this many points get a marker on each.
+const MARKED_VERTICES: usize = 50;
 
 /// Colour-blind-safe palette (Okabe–Ito).
 const PALETTE: [RGBColor; 6] = [
@@ -199,7 +202,19 @@ fn draw_series(ctx: &mut Ctx<'_, '_>, series: &Series, ranges: Ranges) -> DrawRe
     match series.mark {
         Mark::Line => {
             let line = thin_line(points, ranges);
+            // Few points (a sweep's runs): mark each one.
+            let marked = if line.len() <= MARKED_VERTICES {
+                line.len()
+            } else {
+                0
+            };
+            let vertices: Vec<(f64, f64)> = line[..marked].to_vec();
             ctx.draw_series(LineSeries::new(line, color.stroke_width(2)))?;
+            ctx.draw_series(
+                vertices
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
         }
         Mark::Step => {
             let line = thin_line(step_points(points.into_iter()), ranges);
