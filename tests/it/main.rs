@@ -4,6 +4,7 @@
 mod common;
 mod e2e;
 mod prompt;
+mod reliability;
 mod replay;
 mod report;
 mod sim;
