@@ -298,3 +298,41 @@ fn report_sweep_table_and_html() {
     report::sweep::write_html(&path, "sweep", &runs).expect("write sweep.html");
     assert_eq!(read(&path).matches("<svg").count(), 4);
 }
+
+#[test]
+fn report_command_recomputes_goodput_and_writes_tics() {
+    let (dir, _) = finished_run();
+    let tics = dir.path().join("tics.json");
+    let out = tracebench(&[
+        "report",
+        dir.path().to_str().expect("utf-8 path"),
+        "--goodput",
+        "ttft:150",
+        "tpot:20",
+        "e2el:120",
+        "--save-tics",
+        tics.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Only R5 (TTFT 50, TPOT 12.5, E2E 100 ms) meets all three.
+    let json: Value = serde_json::from_str(&read(&dir.path().join("summary.json"))).expect("json");
+    assert_eq!(json["summary"]["goodput"]["good"], 1);
+    assert_eq!(json["config"]["goodput"]["e2el_ms"], 120.0);
+    let goodput = json["request_goodput"].as_f64().expect("request_goodput");
+    assert!((goodput - 1.0 / 2.099).abs() < 1e-9, "{goodput}");
+    assert_eq!(read(&tics), report::tics::render(&fixture_records()));
+
+    let bad = tracebench(&[
+        "report",
+        dir.path().to_str().expect("utf-8"),
+        "--goodput",
+        "itl:5",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("itl:5"));
+}
