@@ -340,7 +340,12 @@ async fn run_calibration(
     client: &Client,
     builder: &crate::prompt::PromptBuilder,
 ) -> Calibration {
-    let probe_record = TraceRecord::new(Duration::ZERO, CALIBRATION_PROBE_TOKENS, 1, 0);
+    // One block of its own id, so `--prompt blocks` can build it too.
+    let mut probe_record = TraceRecord::new(Duration::ZERO, CALIBRATION_PROBE_TOKENS, 1, 0);
+    probe_record.prefix = Some(crate::trace::PrefixBlocks {
+        hash_ids: vec![u64::MAX],
+        block_size: CALIBRATION_PROBE_TOKENS,
+    });
     let probe = match builder.build(&probe_record, 0) {
         Ok(probe) => probe,
         Err(err) => {
