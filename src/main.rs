@@ -14,10 +14,26 @@ fn main() -> ExitCode {
     match tracebench::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::from(EXIT_INPUT_ERROR)
         }
     }
+}
+
+/// The error and its causes on one line, each once: a cause whose text its parent's message
+/// already holds (a `{source}` in a thiserror message) is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    let mut parent = text.clone();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !parent.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        parent = cause;
+    }
+    text
 }
 
 /// Logs go to stderr; stdout carries the report only. `RUST_LOG` overrides `-v`.

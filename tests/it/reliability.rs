@@ -633,3 +633,23 @@ fn sim_command_binds_loopback_by_default() {
     let line = line.unwrap_or_default();
     assert!(line.contains("http://127.0.0.1:"), "{line:?}");
 }
+
+#[test]
+fn error_causes_are_printed_once() {
+    // Regression: thiserror messages holding `{source}` had their cause printed twice by
+    // the error chain (`unexpected end of file: unexpected end of file`).
+    let tmp = tempdir();
+    let gz = tmp.path().join("cut.jsonl.gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08\x00\x00\x00").unwrap_or_else(|e| panic!("{e}"));
+    let missing = tmp.path().join("no-such-run");
+    let cases: [(Vec<&std::ffi::OsStr>, &str); 2] = [
+        (vec!["trace".as_ref(), "stats".as_ref(), gz.as_os_str()], "unexpected end of file"),
+        (vec!["report".as_ref(), missing.as_os_str()], "No such file or directory"),
+    ];
+    for (args, cause) in cases {
+        let output = run(Command::new(common::bin()).args(&args));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
+    }
+}
