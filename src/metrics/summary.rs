@@ -72,6 +72,9 @@ pub struct Summary {
     pub output_throughput: Option<f64>,
     /// Input plus output tokens per second.
     pub total_token_throughput: Option<f64>,
+    /// Most output tokens received in one second (whole seconds from the first send), as
+    /// vLLM's `max_output_tokens_per_s`; a request's tokens are spread evenly over its chunks.
+    pub max_output_tokens_per_s: Option<f64>,
     /// Time to first token from the actual send, ms (successful requests).
     pub ttft_ms: Distribution,
     /// Time per output token after the first, ms (successful requests with ≥ 2 tokens).
@@ -181,6 +184,7 @@ impl Summary {
         };
         summary.count_outcomes(records);
         summary.add_throughput(records, &ok);
+        summary.max_output_tokens_per_s = peak_output_per_s(&ok);
         summary.add_latencies(&ok);
         summary.add_waits(records);
         summary.fidelity = fidelity(&ok);
@@ -281,6 +285,19 @@ fn duration_s(records: &[RequestRecord]) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Output tokens per whole second from the first send, the busiest second's count.
+fn peak_output_per_s(ok: &[(&RequestRecord, &RequestMetrics)]) -> Option<f64> {
+    let origin = ok.iter().filter_map(|(r, _)| r.sent_s).reduce(f64::min)?;
+    let mut per_second: BTreeMap<u64, f64> = BTreeMap::new();
+    for (record, metrics) in ok {
+        let per_chunk = metrics.output_tokens as f64 / record.chunk_s.len().max(1) as f64;
+        for &t in &record.chunk_s {
+            *per_second.entry((t - origin).max(0.0) as u64).or_default() += per_chunk;
+        }
+    }
+    per_second.into_values().reduce(f64::max)
 }
 
 /// Server token counts against the trace's lengths.

@@ -71,6 +71,9 @@ fn token_totals_count_successful_requests() {
     approx(s.output_throughput, 13.0 / 2.099);
     approx(s.input_throughput, 433.0 / 2.099);
     approx(s.total_token_throughput, 446.0 / 2.099);
+    // Seconds from the first send (1.001 s): [0, 1) holds R0's 3 and R1's 1 token,
+    // [1, 2) R3's 4 and [2, 3) R5's 5, at 2.049 and 2.099 s.
+    approx(s.max_output_tokens_per_s, 5.0);
 }
 
 #[test]

@@ -124,10 +124,15 @@ fn vllm_table(out: &mut String, s: &Summary) {
     );
     row(
         out,
+        "Peak output token throughput (tok/s):",
+        num(s.max_output_tokens_per_s),
+    );
+    row(out, "Peak concurrent requests:", s.max_in_flight);
+    row(
+        out,
         "Total Token throughput (tok/s):",
         num(s.total_token_throughput),
     );
-    row(out, "Max concurrent requests:", s.max_in_flight);
 
     latency_block(out, "Time to First Token", "TTFT", &s.ttft_ms);
     latency_block(

@@ -193,9 +193,16 @@ fn latency_table(out: &mut String, s: &Summary) {
         ("queue wait", &s.queue_wait_ms),
         ("session wait", &s.session_wait.wait_ms),
     ];
-    out.push_str(
-        "<h2>Latency (ms; successful requests only)</h2><table><tr><th>metric</th><th>count</th>\
-         <th>mean</th><th>std</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th></tr>",
+    // The failure share sits beside the latencies it is excluded from.
+    let failed = match s.failure_share {
+        Some(share) => format!("; {:.1}% of {} sent requests failed", share * 100.0, s.sent),
+        None => String::new(),
+    };
+    let _ = write!(
+        out,
+        "<h2>Latency (ms; successful requests only{failed})</h2><table><tr><th>metric</th>\
+         <th>count</th><th>mean</th><th>std</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>\
+         <th>p99.9</th><th>max</th></tr>"
     );
     for (name, d) in rows {
         let cells = [d.mean, d.std, d.p50, d.p90, d.p95, d.p99, d.p99_9, d.max];

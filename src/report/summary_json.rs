@@ -70,7 +70,7 @@ pub fn vllm_keys() -> Vec<String> {
     keys
 }
 
-const VLLM_SCALAR_KEYS: [&str; 16] = [
+const VLLM_SCALAR_KEYS: [&str; 17] = [
     "date",
     "backend",
     "model_id",
@@ -86,6 +86,7 @@ const VLLM_SCALAR_KEYS: [&str; 16] = [
     "request_goodput",
     "output_throughput",
     "total_token_throughput",
+    "max_output_tokens_per_s",
     "max_concurrent_requests",
 ];
 
@@ -113,6 +114,7 @@ impl Serialize for SummaryJson<'_> {
         map.serialize_entry("request_goodput", &goodput)?;
         map.serialize_entry("output_throughput", &s.output_throughput)?;
         map.serialize_entry("total_token_throughput", &s.total_token_throughput)?;
+        map.serialize_entry("max_output_tokens_per_s", &s.max_output_tokens_per_s)?;
         map.serialize_entry("max_concurrent_requests", &s.max_in_flight)?;
 
         // vLLM's latency keys.
