@@ -151,6 +151,10 @@ fn headline_table(out: &mut String, s: &Summary) {
         ),
         ("output throughput (tok/s)", opt(s.output_throughput, 1)),
         (
+            "peak output throughput (tok/s, busiest second)",
+            opt(s.max_output_tokens_per_s, 1),
+        ),
+        (
             "total token throughput (tok/s)",
             opt(s.total_token_throughput, 1),
         ),
