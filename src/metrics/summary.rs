@@ -203,9 +203,7 @@ impl Summary {
             self.parent_failed += usize::from(record.parent_failed);
             match record.outcome {
                 Outcome::Ok => self.completed += 1,
-                _ if record.sent_s.is_none() || record.outcome == Outcome::Skipped => {
-                    self.skipped += 1
-                }
+                _ if !timeline::was_sent(record) => self.skipped += 1,
                 other => *self.failed_by_cause.entry(other.to_string()).or_default() += 1,
             }
         }
@@ -255,8 +253,8 @@ impl Summary {
 
     /// Send lag, queue and session waits of every sent request.
     fn add_waits(&mut self, records: &[RequestRecord]) {
-        self.send_lag_ms =
-            Distribution::from_samples(records.iter().filter_map(|r| r.send_lag_ms()));
+        let sent = records.iter().filter(|r| timeline::was_sent(r));
+        self.send_lag_ms = Distribution::from_samples(sent.filter_map(|r| r.send_lag_ms()));
         self.queue_wait_ms =
             Distribution::from_samples(records.iter().filter_map(|r| r.queue_wait_ms));
 
@@ -273,11 +271,11 @@ impl Summary {
 
 /// First send to the last end of any sent request, seconds (0 with nothing sent).
 fn duration_s(records: &[RequestRecord]) -> f64 {
-    let sent = records.iter().filter_map(|r| r.sent_s);
-    let first = sent.clone().fold(f64::INFINITY, f64::min);
-    let last = records
-        .iter()
-        .filter(|r| r.sent_s.is_some())
+    let sent = || records.iter().filter(|r| timeline::was_sent(r));
+    let first = sent()
+        .filter_map(|r| r.sent_s)
+        .fold(f64::INFINITY, f64::min);
+    let last = sent()
         .filter_map(|r| r.end_s)
         .fold(f64::NEG_INFINITY, f64::max);
     if first.is_finite() && last.is_finite() {

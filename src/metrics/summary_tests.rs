@@ -220,3 +220,75 @@ fn failed_requests_never_lower_a_latency() {
     assert_eq!(after.failed_by_cause.get("stream_cut"), Some(&1));
     approx(after.failure_share, 2.0 / 6.0);
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::replay::TimeoutKind;
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            4 => Just(Outcome::Ok),
+            1 => Just(Outcome::Http(503)),
+            1 => Just(Outcome::Timeout(TimeoutKind::FirstToken)),
+            1 => Just(Outcome::StreamCut),
+            1 => Just(Outcome::Skipped),
+        ]
+    }
+
+    fn time() -> impl Strategy<Value = Option<f64>> {
+        proptest::option::of(-5.0f64..100.0)
+    }
+
+    prop_compose! {
+        fn record()(
+            outcome in outcome(),
+            scheduled_s in 0.0f64..50.0,
+            (sent_s, first_token_s, end_s) in (time(), time(), time()),
+            chunk_s in proptest::collection::vec(-5.0f64..100.0, 0..6),
+            (input_tokens, output_tokens) in (0u32..5000, 0u32..500),
+            prompt_tokens in proptest::option::of(0u32..5000),
+            completion_tokens in proptest::option::of(0u32..500),
+            cached_tokens in proptest::option::of(0u32..5000),
+            queue_wait_ms in proptest::option::of(0.0f64..1e4),
+            session_wait_ms in proptest::option::of(0.0f64..1e4),
+        ) -> RequestRecord {
+            RequestRecord {
+                index: 0, line: 1, scheduled_s, sent_s, first_token_s, end_s, queue_wait_ms,
+                session_wait_ms, input_tokens, output_tokens, prompt_tokens, completion_tokens,
+                completion_source: None, cached_tokens, chunk_s, outcome, error: None,
+                clamped: false, parent_failed: false,
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever `requests.jsonl` holds (times out of order, missing, before the start),
+        /// the summary is computed without panicking and stays self-consistent.
+        #[test]
+        fn any_records_give_a_consistent_summary(records in proptest::collection::vec(record(), 0..40)) {
+            let s = Summary::compute(&records, &SummaryOptions::default());
+            prop_assert_eq!(s.completed + s.failed + s.skipped, s.requests);
+            prop_assert!(s.duration_s >= 0.0);
+            for d in [&s.ttft_ms, &s.tpot_ms, &s.itl_ms, &s.e2el_ms, &s.send_lag_ms] {
+                if let (Some(min), Some(p50), Some(p99), Some(max)) = (d.min, d.p50, d.p99, d.max) {
+                    prop_assert!(min <= p50 && p50 <= p99 && p99 <= max);
+                } else {
+                    prop_assert_eq!(d.count, 0);
+                }
+            }
+            prop_assert!(s.max_queued <= s.sent && s.max_in_flight <= s.sent);
+        }
+
+        /// Percentiles lie between the extremes and never decrease with p.
+        #[test]
+        fn percentiles_are_monotonic(mut xs in proptest::collection::vec(-1e6f64..1e6, 1..50), p in 0.0f64..100.0, q in 0.0f64..100.0) {
+            xs.sort_by(f64::total_cmp);
+            let (lo, hi) = if p <= q { (p, q) } else { (q, p) };
+            let (a, b) = (crate::metrics::percentile(&xs, lo), crate::metrics::percentile(&xs, hi));
+            prop_assert!(a <= b);
+            prop_assert!(a >= xs.first().copied() && b <= xs.last().copied());
+        }
+    }
+}

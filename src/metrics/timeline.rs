@@ -5,7 +5,7 @@
 //! An interval is half-open, `[start, end)`: a request ending at the instant another starts
 //! does not overlap it. A sent request without an end is open until the end of the run.
 
-use crate::replay::RequestRecord;
+use crate::replay::{Outcome, RequestRecord};
 
 /// One change of a step function: from `at_s` on, `count` intervals are open.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,11 +16,17 @@ pub struct Step {
     pub count: usize,
 }
 
-/// The in-flight intervals: actual send to end.
+/// Whether the request went out: it has a send time and is not marked skipped. The one
+/// definition of "sent" for counts, duration, send lag and the intervals.
+pub fn was_sent(record: &RequestRecord) -> bool {
+    record.sent_s.is_some() && record.outcome != Outcome::Skipped
+}
+
+/// The in-flight intervals: actual send to end, for every sent request.
 pub fn in_flight_intervals(records: &[RequestRecord]) -> Vec<(f64, f64)> {
     records
         .iter()
-        .filter_map(|r| Some((r.sent_s?, r.end_s.unwrap_or(f64::INFINITY))))
+        .filter_map(|r| interval(r, r.end_s))
         .collect()
 }
 
@@ -28,11 +34,15 @@ pub fn in_flight_intervals(records: &[RequestRecord]) -> Vec<(f64, f64)> {
 pub fn queued_intervals(records: &[RequestRecord]) -> Vec<(f64, f64)> {
     records
         .iter()
-        .filter_map(|r| {
-            let end = r.first_token_s.or(r.end_s).unwrap_or(f64::INFINITY);
-            Some((r.sent_s?, end))
-        })
+        .filter_map(|r| interval(r, r.first_token_s.or(r.end_s)))
         .collect()
+}
+
+/// From the send to `end_s` (open-ended without one); `None` for a request never sent. An
+/// end before the send (a corrupt record) gives an empty interval rather than a negative one.
+fn interval(record: &RequestRecord, end_s: Option<f64>) -> Option<(f64, f64)> {
+    let start = record.sent_s.filter(|_| was_sent(record))?;
+    Some((start, end_s.unwrap_or(f64::INFINITY).max(start)))
 }
 
 /// The step function of how many `intervals` are open over time, one step per change.

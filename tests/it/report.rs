@@ -336,3 +336,42 @@ fn report_command_recomputes_goodput_and_writes_tics() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("itl:5"));
 }
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+    use tracebench::metrics::SummaryOptions;
+
+    prop_compose! {
+        /// The fixture's records with their times shifted, dropped or scrambled.
+        fn scrambled()(
+            shifts in proptest::collection::vec((-3.0f64..3.0, any::<bool>()), 6),
+        ) -> Vec<RequestRecord> {
+            let mut records = fixture_records();
+            for (record, (shift, drop)) in records.iter_mut().zip(shifts) {
+                record.first_token_s = record.first_token_s.map(|t| t + shift);
+                record.end_s = if drop { None } else { record.end_s.map(|t| t - shift) };
+                record.chunk_s.iter_mut().for_each(|t| *t += shift * 0.5);
+            }
+            records
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Corrupt timings never make a report panic, and every report is written.
+        #[test]
+        fn any_timings_render_every_report(records in scrambled()) {
+            let summary = Summary::compute(&records, &SummaryOptions::default());
+            let console = report::console::render(&summary);
+            prop_assert!(console.contains("Serving Benchmark Result"));
+
+            let dir = tempfile::tempdir().expect("temp dir");
+            report::write_run_reports(dir.path(), &fixture_run(), &records, true).expect("written");
+            let html = read(&dir.path().join("report.html"));
+            prop_assert!(html.ends_with("</html>\n"));
+        }
+    }
+}
