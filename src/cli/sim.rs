@@ -268,6 +268,25 @@ mod tests {
         assert!(config.tokenizer.is_none());
     }
 
+    #[derive(Debug, Parser)]
+    struct Standalone {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn sim_binds_loopback_by_default() {
+        let args = Standalone::parse_from(["x"]);
+        assert!(args.sim.host.is_loopback());
+        assert_eq!(args.sim.tokenizer, DEFAULT_TOKENIZER);
+        let config = args.sim.options.to_config(None).unwrap();
+        assert_eq!(
+            config.body_limit_bytes,
+            crate::sim::DEFAULT_BODY_LIMIT_BYTES
+        );
+        assert_eq!(config.timing, TimingMode::Engine);
+    }
+
     #[test]
     fn bad_values_are_refused_naming_the_flag() {
         let args = Replay::parse_from(["x", "--sim-ttft-ms=-5"]);

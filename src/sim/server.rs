@@ -199,7 +199,7 @@ async fn generate(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Response {
-    let arrived = Instant::now();
+    let (arrived, arrived_unix_ns) = (Instant::now(), super::chunk_log::unix_ns_now());
     let cfg = state.config();
     let parsed = match endpoint {
         Endpoint::Chat => api::parse_chat(body, cfg),
@@ -224,7 +224,7 @@ async fn generate(
     }
 
     let job = new_job(&state, headers, endpoint, n, &request, prompt_tokens, fault);
-    job.log(ChunkKind::Received, 0);
+    job.log_at(ChunkKind::Received, 0, arrived_unix_ns);
     let source = start_source(&state, arrived, tokens, request.max_tokens);
     if request.stream {
         SseStream::new(job, source).into_response()

@@ -125,13 +125,20 @@ pub(crate) struct Job {
 impl Job {
     /// Records `kind` at `token_index` now, if chunk logging is on.
     pub(crate) fn log(&self, kind: ChunkKind, token_index: u32) {
+        if self.log.is_some() {
+            self.log_at(kind, token_index, unix_ns_now());
+        }
+    }
+
+    /// Records `kind` at `token_index` with a time taken earlier (Unix ns).
+    pub(crate) fn log_at(&self, kind: ChunkKind, token_index: u32, unix_ns: u64) {
         if let Some(log) = &self.log {
             log.push(ChunkRecord {
                 request_id: self.request_id.clone(),
                 client_request_id: self.client_request_id.clone(),
                 kind,
                 token_index,
-                unix_ns: unix_ns_now(),
+                unix_ns,
             });
         }
     }
