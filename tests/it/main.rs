@@ -8,6 +8,7 @@ mod reliability;
 mod replay;
 mod report;
 mod sim;
+mod sim_bench;
 mod sim_faults;
 mod sim_timing;
 mod sse;
