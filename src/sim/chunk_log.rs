@@ -64,6 +64,25 @@ impl ChunkRecord {
     }
 }
 
+impl ChunkRecord {
+    /// Writes [`ChunkRecord::to_json`]'s line without building a JSON value (this runs
+    /// once per chunk, under a lock).
+    fn write_line(&self, w: &mut impl Write) -> io::Result<()> {
+        let client = match &self.client_request_id {
+            Some(id) => serde_json::Value::from(&**id).to_string(),
+            None => "null".to_owned(),
+        };
+        writeln!(
+            w,
+            r#"{{"request_id":{},"client_request_id":{client},"event":"{}","token_index":{},"unix_ns":{}}}"#,
+            serde_json::Value::from(&*self.request_id),
+            self.kind.name(),
+            self.token_index,
+            self.unix_ns
+        )
+    }
+}
+
 /// The sinks chunk records go to.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkLog {
@@ -92,7 +111,12 @@ impl ChunkLog {
         if let Some(file) = &self.file
             && let Ok(mut w) = file.lock()
         {
-            let _ = writeln!(w, "{}", record.to_json());
+            let _ = record.write_line(&mut *w);
+            // A finished request's lines reach the file now, for readers that do not wait
+            // for the server to stop.
+            if record.kind == ChunkKind::Done {
+                let _ = w.flush();
+            }
         }
         if let Some(memory) = &self.memory
             && let Ok(mut v) = memory.lock()
@@ -123,4 +147,25 @@ pub fn unix_ns_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_line_equals_the_json_form() {
+        let record = ChunkRecord {
+            request_id: "cmpl-3".into(),
+            client_request_id: Some("a\"b".into()),
+            kind: ChunkKind::Token,
+            token_index: 2,
+            unix_ns: 1_700_000_000_000_000_000,
+        };
+        let mut line = Vec::new();
+        record.write_line(&mut line).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed, record.to_json());
+        assert!(line.ends_with(b"}\n"));
+    }
 }
