@@ -1,6 +1,7 @@
 //! `tracebench prompts`: write the prompts a replay would send, one JSON object per record,
 //! without sending anything. Also [`PromptArgs`], the prompt flags `replay` flattens.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::cli::trace_input::TraceInputArgs;
 use crate::prompt::{
-    DEFAULT_TOKENIZER, Prompt, PromptBuilder, PromptError, PromptMode, Tokenizer, for_each_prompt,
+    DEFAULT_TOKENIZER, Prompt, PromptBuilder, PromptError, PromptMode, Tokenizer, for_each_mapped,
     load_tokenizer_spec, sample_indexes,
 };
 use crate::trace::TraceRecord;
@@ -165,6 +166,18 @@ pub fn run(args: PromptsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One record's output, made on the building thread.
+struct Written {
+    /// The JSON line, newline included.
+    json: Vec<u8>,
+    /// Tokens of the prompt; `None` on error.
+    tokens: Option<u32>,
+    /// Why there is no prompt.
+    error: Option<String>,
+    /// For a sampled record: `Some(None)` if the re-encoded length held, else what differed.
+    verified: Option<Option<String>>,
+}
+
 /// Builds and writes every prompt, re-encoding the sampled ones.
 fn write_prompts(
     args: &PromptsArgs,
@@ -174,62 +187,70 @@ fn write_prompts(
 ) -> anyhow::Result<Tally> {
     let mut out = create(&args.output)?;
     let sample = sample_indexes(records.len(), args.verify, args.prompt.seed);
-    let mut next_sample = sample.iter().peekable();
+    let sampled: HashSet<u64> = sample.iter().map(|&i| records[i].line).collect();
+    let tokenizer = builder.tokenizer().as_ref();
     let mut tally = Tally::default();
 
-    let mut index = 0;
-    for_each_prompt(
-        builder,
-        records,
-        args.overhead_tokens,
-        threads,
-        |record, prompt| {
-            if next_sample.next_if_eq(&&index).is_some() {
-                verify(builder.tokenizer().as_ref(), record, &prompt, &mut tally);
-            }
-            count(&prompt, &mut tally);
-            index += 1;
-            serde_json::to_writer(&mut out, &PromptLine::new(record, &prompt))?;
-            out.write_all(b"\n")
-        },
-    )
-    .with_context(|| format!("cannot write {}", args.output.display()))?;
-
-    out.flush()
+    let map = |record: &TraceRecord, prompt| {
+        let check = sampled
+            .contains(&record.line)
+            .then(|| verify(tokenizer, record, &prompt));
+        written(record, prompt, check)
+    };
+    let visit = |_: &TraceRecord, item: Written| {
+        tally.add(&item);
+        out.write_all(&item.json)
+    };
+    for_each_mapped(builder, records, args.overhead_tokens, threads, map, visit)
+        .and_then(|()| out.flush())
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     Ok(tally)
 }
 
-/// Counts a built prompt or its error.
-fn count(prompt: &Result<Prompt, PromptError>, tally: &mut Tally) {
-    match prompt {
-        Ok(p) => {
-            tally.written += 1;
-            tally.tokens += u64::from(p.tokens);
+/// The output of one record.
+fn written(
+    record: &TraceRecord,
+    prompt: Result<Prompt, PromptError>,
+    verified: Option<Option<String>>,
+) -> Written {
+    let mut json = serde_json::to_vec(&PromptLine::new(record, &prompt)).unwrap_or_default();
+    json.push(b'\n');
+    Written {
+        json,
+        tokens: prompt.as_ref().ok().map(|p| p.tokens),
+        error: prompt.err().map(|e| e.to_string()),
+        verified,
+    }
+}
+
+impl Tally {
+    /// Counts one record's output.
+    fn add(&mut self, item: &Written) {
+        if let Some(tokens) = item.tokens {
+            self.written += 1;
+            self.tokens += u64::from(tokens);
         }
-        Err(e) => {
-            tally.failed += 1;
-            tally.first_error.get_or_insert_with(|| e.to_string());
+        if let Some(error) = &item.error {
+            self.failed += 1;
+            self.first_error.get_or_insert_with(|| error.clone());
+        }
+        if let Some(check) = &item.verified {
+            self.verified += 1;
+            self.mismatched.extend(check.clone());
         }
     }
 }
 
-/// Re-encodes `prompt` and records a length that differs from its claim.
+/// Re-encodes `prompt`: `None` if it has the length it claims, else what differed.
 fn verify(
     tokenizer: &dyn Tokenizer,
     record: &TraceRecord,
     prompt: &Result<Prompt, PromptError>,
-    tally: &mut Tally,
-) {
-    let Ok(prompt) = prompt else { return };
-    tally.verified += 1;
+) -> Option<String> {
+    let prompt = prompt.as_ref().ok()?;
     let got = tokenizer.count(&prompt.text);
-    if got != prompt.tokens as usize {
-        let line = record.line;
-        tally
-            .mismatched
-            .push(format!("line {line}: {got} tokens, not {}", prompt.tokens));
-    }
+    (got != prompt.tokens as usize)
+        .then(|| format!("line {}: {got} tokens, not {}", record.line, prompt.tokens))
 }
 
 /// Fails on records without a prompt or sampled prompts of the wrong length.

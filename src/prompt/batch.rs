@@ -19,39 +19,51 @@ pub fn for_each_prompt<E>(
     records: &[TraceRecord],
     overhead_tokens: u32,
     threads: usize,
-    mut visit: impl FnMut(&TraceRecord, Result<Prompt, PromptError>) -> Result<(), E>,
+    visit: impl FnMut(&TraceRecord, Result<Prompt, PromptError>) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_mapped(builder, records, overhead_tokens, threads, |_, p| p, visit)
+}
+
+/// Like [`for_each_prompt`], but first turns each prompt into a `T` with `map` on the
+/// building thread (serialising or re-encoding it there spreads that work too); `visit`
+/// then sees the `T`s in record order.
+pub fn for_each_mapped<T: Send, E>(
+    builder: &PromptBuilder,
+    records: &[TraceRecord],
+    overhead_tokens: u32,
+    threads: usize,
+    map: impl Fn(&TraceRecord, Result<Prompt, PromptError>) -> T + Sync,
+    mut visit: impl FnMut(&TraceRecord, T) -> Result<(), E>,
 ) -> Result<(), E> {
     let threads = threads.max(1);
+    let build = |part: &[TraceRecord]| -> Vec<T> {
+        part.iter()
+            .map(|r| map(r, builder.build(r, overhead_tokens)))
+            .collect()
+    };
     for batch in records.chunks(threads * BATCH_PER_THREAD) {
-        let built = build_batch(builder, batch, overhead_tokens, threads);
-        for (record, prompt) in batch.iter().zip(built) {
-            visit(record, prompt)?;
+        let built = on_threads(batch, threads, &build);
+        for (record, item) in batch.iter().zip(built) {
+            visit(record, item)?;
         }
     }
     Ok(())
 }
 
-/// The prompts of `batch`, in order, built on up to `threads` threads.
-fn build_batch(
-    builder: &PromptBuilder,
+/// `work` applied to `threads` contiguous parts of `batch`, results in order.
+fn on_threads<T: Send>(
     batch: &[TraceRecord],
-    overhead_tokens: u32,
     threads: usize,
-) -> Vec<Result<Prompt, PromptError>> {
-    let build_all = |part: &[TraceRecord]| -> Vec<Result<Prompt, PromptError>> {
-        part.iter()
-            .map(|r| builder.build(r, overhead_tokens))
-            .collect()
-    };
+    work: &(impl Fn(&[TraceRecord]) -> Vec<T> + Sync),
+) -> Vec<T> {
     if threads == 1 {
-        return build_all(batch);
+        return work(batch);
     }
-
     let part_len = batch.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = batch
             .chunks(part_len)
-            .map(|part| scope.spawn(move || build_all(part)))
+            .map(|part| scope.spawn(move || work(part)))
             .collect();
         handles
             .into_iter()

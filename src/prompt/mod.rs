@@ -22,7 +22,7 @@ mod tiktoken;
 mod tokenizer;
 mod vocab;
 
-pub use batch::{for_each_prompt, sample_indexes};
+pub use batch::{for_each_mapped, for_each_prompt, sample_indexes};
 pub use builder::{Prompt, PromptBuilder, PromptError, text_tokens};
 pub use mode::PromptMode;
 pub use template::{ChatTemplate, TOKENIZER_CONFIG_FILE, TemplateError, config_beside};
