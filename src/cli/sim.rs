@@ -206,14 +206,21 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Raises the soft open-files limit to the hard one: every open stream holds a socket.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open-files limit: {limit}"),
+        Err(err) => tracing::warn!("cannot raise the open-files limit: {err}"),
+    }
+}
+
 /// Binds, logs the address, serves until Ctrl-C.
 async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
         tracing::warn!("sim: listening on {addr}, reachable from other machines");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    raise_open_files_limit();
+    let listener = crate::sim::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let state = SimState::new(config)?;
     tracing::info!(

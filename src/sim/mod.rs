@@ -114,14 +114,28 @@ impl Drop for SimHandle {
     }
 }
 
+/// Pending-connection queue asked of the kernel (which caps it at `net.core.somaxconn`).
+/// The usual 128 or 1024 overflow when thousands of streams open at one instant: the
+/// dropped SYNs are retried 1 s and 3 s later, and that wait shows up as TTFT.
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listener on `addr` with [`LISTEN_BACKLOG`]. Needs a tokio runtime.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Starts a simulator on `127.0.0.1:0` on the current tokio runtime. Dropping the handle
 /// shuts it down too.
 pub fn spawn(config: SimConfig) -> io::Result<SimHandle> {
     let state =
         SimState::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    std_listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(std_listener)?;
+    let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = listener.local_addr()?;
 
     let (stop, stopped) = oneshot::channel::<()>();

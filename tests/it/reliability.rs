@@ -65,7 +65,8 @@ fn url_replay(url: &str, trace: &Path, out: &Path) -> Command {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run tracebench: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run tracebench: {e}"))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -112,7 +113,10 @@ struct FaultRun {
 impl FaultRun {
     /// The records that ended in `outcome`.
     fn with(&self, outcome: Outcome) -> Vec<&RequestRecord> {
-        self.records.iter().filter(|r| r.outcome == outcome).collect()
+        self.records
+            .iter()
+            .filter(|r| r.outcome == outcome)
+            .collect()
     }
 }
 
@@ -123,7 +127,9 @@ fn fault_run(spec: &str, output: u32, extra: &[&str]) -> FaultRun {
     let trace = write_trace(tmp.path(), FAULT_RUN_RECORDS, 10, output);
     let out = tmp.path().join("run");
     let fault = format!("{spec},every=4");
-    let output = run(sim_replay(&trace, &out).args(["--sim-fault", &fault]).args(extra));
+    let output = run(sim_replay(&trace, &out)
+        .args(["--sim-fault", &fault])
+        .args(extra));
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let records = read_records(&out);
     assert_eq!(records.len(), FAULT_RUN_RECORDS, "every record is kept");
@@ -139,7 +145,12 @@ fn fault_run(spec: &str, output: u32, extra: &[&str]) -> FaultRun {
 fn assert_fault_counted(run: &FaultRun, cause: &str) {
     let ok = FAULT_RUN_RECORDS - FAULT_HITS;
     let expected = counts(&[(cause, FAULT_HITS), ("ok", ok)]);
-    assert_eq!(outcome_counts(&run.records), expected, "{}", text(&run.output.stderr));
+    assert_eq!(
+        outcome_counts(&run.records),
+        expected,
+        "{}",
+        text(&run.output.stderr)
+    );
 
     let summary = &run.summary["summary"];
     let by_cause: BTreeMap<String, usize> =
@@ -173,7 +184,10 @@ fn sim_fault_http_status_without_a_body_is_counted() {
         let run = fault_run(&format!("status-empty:{code}"), 4, &[]);
         assert_fault_counted(&run, &format!("http_{code}"));
         for record in run.with(Outcome::Http(code)) {
-            assert_eq!(record.error.as_deref(), Some(format!("http {code}").as_str()));
+            assert_eq!(
+                record.error.as_deref(),
+                Some(format!("http {code}").as_str())
+            );
         }
     }
 }
@@ -200,7 +214,9 @@ fn sim_fault_in_band_error_is_an_in_band_error() {
 fn sim_fault_stall_beyond_the_first_token_timeout_times_out() {
     let run = fault_run("stall:4", 4, &["--first-token-timeout", "1"]);
     assert_fault_counted(&run, "timeout_first_token");
-    for record in run.with(Outcome::Timeout(tracebench::replay::TimeoutKind::FirstToken)) {
+    for record in run.with(Outcome::Timeout(
+        tracebench::replay::TimeoutKind::FirstToken,
+    )) {
         assert!(record.chunk_s.is_empty() && record.first_token_s.is_none());
         let waited_ms = record.e2e_ms().unwrap_or_default();
         assert!(waited_ms >= 1000.0, "gave up after {waited_ms} ms");
@@ -226,11 +242,20 @@ fn sim_fault_keep_alive_comments_leave_every_request_ok() {
 fn sim_fault_first_content_delay_is_ok_and_counted_in_ttft() {
     // The role chunk comes at once; TTFT waits for the first content chunk.
     let run = fault_run("first-delay:0.6", 3, &[]);
-    assert_eq!(outcome_counts(&run.records), counts(&[("ok", FAULT_RUN_RECORDS)]));
-    let slow: Vec<f64> = run.records.iter().filter_map(RequestRecord::ttft_ms).collect();
+    assert_eq!(
+        outcome_counts(&run.records),
+        counts(&[("ok", FAULT_RUN_RECORDS)])
+    );
+    let slow: Vec<f64> = run
+        .records
+        .iter()
+        .filter_map(RequestRecord::ttft_ms)
+        .collect();
     let slow = slow.iter().filter(|ttft| **ttft >= 600.0).count();
     assert_eq!(slow, FAULT_HITS);
-    let max_ttft = run.summary["summary"]["ttft_ms"]["max"].as_f64().unwrap_or_default();
+    let max_ttft = run.summary["summary"]["ttft_ms"]["max"]
+        .as_f64()
+        .unwrap_or_default();
     assert!(max_ttft >= 600.0, "{max_ttft}");
 }
 
@@ -260,7 +285,12 @@ fn refused_connection_is_counted_and_the_exit_code_follows_max_failed_ratio() {
             cmd.args(["--max-failed-ratio", ratio]);
         }
         let output = run(&mut cmd);
-        assert_eq!(output.status.code(), Some(code), "{ratio:?}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{ratio:?}: {}",
+            text(&output.stderr)
+        );
 
         let records = read_records(&out);
         assert_eq!(outcome_counts(&records), counts(&[("connect_error", 5)]));
@@ -280,15 +310,28 @@ fn fault_share_over_max_failed_ratio_exits_one() {
     for (ratio, code) in [("0.2", 1), ("0.25", 0)] {
         let out = tmp.path().join(format!("run-{ratio}"));
         let mut cmd = sim_replay(&trace, &out);
-        cmd.args(["--sim-fault", "status:500,every=4", "--max-failed-ratio", ratio]);
+        cmd.args([
+            "--sim-fault",
+            "status:500,every=4",
+            "--max-failed-ratio",
+            ratio,
+        ]);
         let output = run(&mut cmd);
         // 3 of 14 failed: 21.4 %.
-        assert_eq!(output.status.code(), Some(code), "{ratio}: {}", text(&output.stderr));
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{ratio}: {}",
+            text(&output.stderr)
+        );
     }
 }
 
 /// Latency statistics of the `ok` records: (count, min, max) of one latency.
-fn stats_of(records: &[RequestRecord], latency: fn(&RequestRecord) -> Option<f64>) -> (usize, f64, f64) {
+fn stats_of(
+    records: &[RequestRecord],
+    latency: fn(&RequestRecord) -> Option<f64>,
+) -> (usize, f64, f64) {
     let values: Vec<f64> = records
         .iter()
         .filter(|r| r.outcome == Outcome::Ok)
@@ -317,15 +360,31 @@ fn failed_requests_never_lower_a_reported_latency() {
     let cut = run.with(Outcome::StreamCut);
     assert!(cut.iter().all(|r| r.first_token_s.is_some()));
 
-    assert_distribution(&run.summary, "ttft_ms", stats_of(&run.records, RequestRecord::ttft_ms));
-    assert_distribution(&run.summary, "e2el_ms", stats_of(&run.records, RequestRecord::e2e_ms));
-    let share = run.summary["summary"]["failure_share"].as_f64().unwrap_or_default();
+    assert_distribution(
+        &run.summary,
+        "ttft_ms",
+        stats_of(&run.records, RequestRecord::ttft_ms),
+    );
+    assert_distribution(
+        &run.summary,
+        "e2el_ms",
+        stats_of(&run.records, RequestRecord::e2e_ms),
+    );
+    let share = run.summary["summary"]["failure_share"]
+        .as_f64()
+        .unwrap_or_default();
     assert!((share - 3.0 / 14.0).abs() < 1e-9, "{share}");
 
     // The console report shows the failure share beside the latencies.
     let stdout = text(&run.output.stdout);
-    assert!(stdout.contains("Failed requests:                         3"), "{stdout}");
-    assert!(stdout.contains("Failed share of sent (%):                21.4"), "{stdout}");
+    assert!(
+        stdout.contains("Failed requests:                         3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Failed share of sent (%):                21.4"),
+        "{stdout}"
+    );
 }
 
 /// Waits (at most 60 s, startup included) until `path` holds `lines` lines.
@@ -341,7 +400,9 @@ fn wait_for_lines(path: &Path, lines: usize) {
 }
 
 fn signal(child: &std::process::Child, signal: &str) {
-    let sent = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
     assert!(sent.is_ok_and(|s| s.success()), "kill {signal} failed");
 }
 
@@ -358,7 +419,10 @@ fn sigkill_mid_run_leaves_what_report_recovers() {
     wait_for_lines(&out.join("requests.jsonl"), 5);
     signal(&child, "-KILL");
     let _ = child.wait();
-    assert!(!out.join("summary.json").exists(), "a killed run writes no summary");
+    assert!(
+        !out.join("summary.json").exists(),
+        "a killed run writes no summary"
+    );
 
     let finished = read_records(&out);
     let ok = finished.iter().filter(|r| r.outcome == Outcome::Ok).count();
@@ -399,10 +463,16 @@ fn exits_within_grace(sig: &str) {
     let took = signalled.elapsed();
     // The streams need 10 s more; the grace is 1 s. A loose bound on a busy machine.
     assert!(took < Duration::from_secs(6), "exit took {took:?}");
-    assert!(took >= Duration::from_millis(900), "exit before the grace: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exit before the grace: {took:?}"
+    );
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let records = read_records(&out);
-    assert_eq!(outcome_counts(&records), counts(&[("ok", 2), ("cancelled", 8)]));
+    assert_eq!(
+        outcome_counts(&records),
+        counts(&[("ok", 2), ("cancelled", 8)])
+    );
     assert_eq!(read_json(&out.join("summary.json"))["partial"], true);
 }
 
@@ -421,9 +491,10 @@ struct Sentinel(std::net::TcpListener);
 
 impl Sentinel {
     fn new() -> Self {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        listener.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("{e}"));
         Self(listener)
     }
 
@@ -491,9 +562,16 @@ fn output_disk_full_mid_run_stops_sending_with_one_clear_error() {
     let output = run(&mut sim_replay(&trace, &out));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    let error_line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    let error_line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
     assert!(error_line.contains("requests.jsonl"), "{stderr}");
-    assert_eq!(error_line.matches("No space left on device").count(), 1, "{error_line}");
+    assert_eq!(
+        error_line.matches("No space left on device").count(),
+        1,
+        "{error_line}"
+    );
 
     let summary = read_json(&out.join("summary.json"));
     let sent = summary["summary"]["sent"].as_u64().unwrap_or(u64::MAX);
@@ -524,13 +602,23 @@ fn all_files(dir: &Path) -> Vec<(PathBuf, String)> {
 fn assert_no_secret(output: &Output, dir: &Path, secrets: &[&str], expected_files: &[&str]) {
     let files = all_files(dir);
     for name in expected_files {
-        assert!(files.iter().any(|(p, _)| p.ends_with(name)), "{name} missing");
+        assert!(
+            files.iter().any(|(p, _)| p.ends_with(name)),
+            "{name} missing"
+        );
     }
-    let streams = [("stdout", text(&output.stdout)), ("stderr", text(&output.stderr))];
+    let streams = [
+        ("stdout", text(&output.stdout)),
+        ("stderr", text(&output.stderr)),
+    ];
     let named = streams.into_iter().map(|(n, t)| (PathBuf::from(n), t));
     for (path, body) in files.into_iter().chain(named) {
         for secret in secrets {
-            assert!(!body.contains(secret), "{} holds {secret:?}", path.display());
+            assert!(
+                !body.contains(secret),
+                "{} holds {secret:?}",
+                path.display()
+            );
         }
     }
 }
@@ -557,7 +645,12 @@ fn secrets_never_reach_outputs_logs_or_errors() {
         .args(["-vv", "--header", &header, "--save-tics"])
         .arg(&tics)
         // Failures put error texts into the records; calibration adds its own requests.
-        .args(["--sim-fault", "status:401,every=3", "--sim-fault", "error:1,every=5"])
+        .args([
+            "--sim-fault",
+            "status:401,every=3",
+            "--sim-fault",
+            "error:1,every=5",
+        ])
         .args(["--max-failed-ratio", "0"])
         .env("OPENAI_API_KEY", KEY));
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
@@ -587,7 +680,12 @@ fn password_in_the_base_url_is_never_written() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_no_secret(&output, &out, &[PASSWORD], &OUTPUT_FILES[..5]);
     let run_json = read_json(&out.join("run.json"));
-    assert!(run_json["base_url"].as_str().unwrap_or_default().contains("bench:***@"));
+    assert!(
+        run_json["base_url"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bench:***@")
+    );
 
     // Without --model the model lookup fails, and its error names the URL.
     let out = tmp.path().join("run-models");
@@ -598,7 +696,11 @@ fn password_in_the_base_url_is_never_written() {
         .arg(&out);
     let output = run(&mut cmd);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("bench:***@"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("bench:***@"),
+        "{}",
+        text(&output.stderr)
+    );
     assert_no_secret(&output, &out, &[PASSWORD], &[]);
 }
 
@@ -611,7 +713,10 @@ fn bad_header_value_error_does_not_echo_the_value() {
         .args(["--header", "X-Api-Key: sk-bad\u{7f}-secret-3301"]));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("X-Api-Key") && !stderr.contains("secret-3301"), "{stderr}");
+    assert!(
+        stderr.contains("X-Api-Key") && !stderr.contains("secret-3301"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -643,8 +748,14 @@ fn error_causes_are_printed_once() {
     std::fs::write(&gz, b"\x1f\x8b\x08\x00\x00\x00").unwrap_or_else(|e| panic!("{e}"));
     let missing = tmp.path().join("no-such-run");
     let cases: [(Vec<&std::ffi::OsStr>, &str); 2] = [
-        (vec!["trace".as_ref(), "stats".as_ref(), gz.as_os_str()], "unexpected end of file"),
-        (vec!["report".as_ref(), missing.as_os_str()], "No such file or directory"),
+        (
+            vec!["trace".as_ref(), "stats".as_ref(), gz.as_os_str()],
+            "unexpected end of file",
+        ),
+        (
+            vec!["report".as_ref(), missing.as_os_str()],
+            "No such file or directory",
+        ),
     ];
     for (args, cause) in cases {
         let output = run(Command::new(common::bin()).args(&args));
