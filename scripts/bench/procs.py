@@ -78,6 +78,11 @@ def load_average():
     return os.getloadavg()[0]
 
 
+# Without a tokenizer the simulator estimates prompt lengths from their bytes, which puts
+# some of the longest Mooncake prompts (87 k tokens) over its default 131,072: accept all.
+SIM_MAX_MODEL_LEN = 4_000_000
+
+
 class Sim:
     """`tracebench sim` in fixed mode, pinned, with a chunk log; a context manager."""
 
@@ -85,7 +90,8 @@ class Sim:
         self.port = free_port()
         self.argv = pinned(core, [binary, "sim", "--port", str(self.port), "--timing", "fixed",
                                   "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),
-                                  "--no-tokenize", "--chunk-log", str(chunk_log)])
+                                  "--no-tokenize", "--chunk-log", str(chunk_log),
+                                  "--max-model-len", str(SIM_MAX_MODEL_LEN)])
         self.log_path = log_path or os.devnull
         self.proc = None
 

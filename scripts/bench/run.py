@@ -149,6 +149,27 @@ def cmd_accuracy(args):
     print("\n".join(rows))
 
 
+def cmd_table(args):
+    """Prints the accuracy table of a saved WORK/accuracy.json again."""
+    saved = json.loads((Path(args.work) / "accuracy.json").read_text())
+    print(f"measured {saved['machine']['date_utc']} UTC on {saved['machine']['cpu']}")
+    rows = [ACCURACY_HEADER]
+    for key, results in saved["results"].items():
+        mode, rate = key.rsplit("-", 1)
+        rows.append(accuracy_row(mode, int(rate), results))
+    print("\n".join(rows))
+    detail = ["| prompts | offered /s | upload p50 / p99 ms | first-token delivery p50 / p99 ms "
+              "| sim CPU s | load before |", "|---|---|---|---|---|---|"]
+    for key, results in saved["results"].items():
+        mode, rate = key.rsplit("-", 1)
+        m = lambda path: median_of(results, path)  # noqa: E731
+        detail.append(f"| {mode} | {int(rate):,} | {fmt(m('upload_ms.p50'), 3)} / "
+                      f"{fmt(m('upload_ms.p99'), 3)} | {fmt(m('delivery_ms.p50'), 3)} / "
+                      f"{fmt(m('delivery_ms.p99'), 3)} | {fmt(m('sim_cpu_s'))} | "
+                      f"{fmt(m('load_average_before'), 1)} |")
+    print("\n" + "\n".join(detail))
+
+
 def cmd_memory(args):
     """Peak RSS replaying the whole conversation trace, time-compressed, short outputs."""
     work = Path(args.work) / "memory"
@@ -235,6 +256,7 @@ def main():
     sub.add_parser("prompts", help="prompt preparation time and peak RSS")
     sub.add_parser("parse", help="SSE and trace parse micro-benchmarks (cargo bench)")
     sub.add_parser("machine", help="print the machine description")
+    sub.add_parser("table", help="print the tables of a saved WORK/accuracy.json")
     peers = sub.add_parser("peers", help="the peers side by side (installs them; slow)")
     peers.add_argument("--rates", default="50,200,1000")
     peers.add_argument("--only", default="", help="comma list of peers to run")
@@ -246,7 +268,7 @@ def main():
     if args.cmd == "machine":
         print(json.dumps(machine(), indent=2))
         return
-    {"accuracy": cmd_accuracy, "memory": cmd_memory, "prompts": cmd_prompts,
+    {"accuracy": cmd_accuracy, "table": cmd_table, "memory": cmd_memory, "prompts": cmd_prompts,
      "parse": cmd_parse}[args.cmd](args)
 
 

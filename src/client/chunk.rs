@@ -2,7 +2,10 @@
 //! or an error. Only chunks that carry generated output count as tokens: a role-only first
 //! chunk, an empty delta or a usage-only chunk does not.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use super::sse::SseEvent;
 
@@ -65,10 +68,13 @@ pub struct ChunkError {
 /// Longest excerpt of bad data kept in an error message, characters.
 const EXCERPT_CHARS: usize = 80;
 
+// The raw chunk borrows its strings from the event's data (no allocation unless a string
+// has escapes) and only asks of `finish_reason` and `tool_calls` whether they are there:
+// this parse runs once per streamed token, the client's hottest path.
 #[derive(Deserialize)]
-struct RawChunk {
-    #[serde(default)]
-    choices: Vec<RawChoice>,
+struct RawChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<RawChoice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
@@ -76,26 +82,27 @@ struct RawChunk {
 }
 
 #[derive(Deserialize)]
-struct RawChoice {
-    #[serde(default)]
-    delta: Option<RawDelta>,
+struct RawChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<RawDelta<'a>>,
     /// `/v1/completions` streams text here.
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    /// `None` for a missing or `null` reason.
     #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    finish_reason: Option<serde_json::Value>,
+    finish_reason: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct RawDelta {
+struct RawDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<Cow<'a, str>>,
     #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    reasoning: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<serde_json::Value>>,
+    tool_calls: Option<Vec<IgnoredAny>>,
 }
 
 /// Interprets one event.
@@ -118,13 +125,13 @@ pub fn interpret(event: &SseEvent) -> Result<StreamItem, ChunkError> {
     Ok(StreamItem::Chunk(chunk_of(raw)))
 }
 
-fn chunk_of(raw: RawChunk) -> Chunk {
+fn chunk_of(raw: RawChunk<'_>) -> Chunk {
     let mut chunk = Chunk {
         usage: raw.usage,
         ..Chunk::default()
     };
     for choice in raw.choices {
-        chunk.finished |= choice.finish_reason.is_some_and(|r| !r.is_null());
+        chunk.finished |= choice.finish_reason.is_some();
         if let Some(text) = choice.text.filter(|t| !t.is_empty()) {
             chunk.has_output = true;
             chunk.text.push_str(&text);
@@ -136,7 +143,7 @@ fn chunk_of(raw: RawChunk) -> Chunk {
     chunk
 }
 
-fn add_delta(chunk: &mut Chunk, delta: RawDelta) {
+fn add_delta(chunk: &mut Chunk, delta: RawDelta<'_>) {
     let texts = [delta.content, delta.reasoning_content, delta.reasoning];
     for text in texts.into_iter().flatten().filter(|t| !t.is_empty()) {
         chunk.has_output = true;
@@ -200,6 +207,21 @@ mod tests {
             r#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#
         ));
         assert!(output(r#"{"choices":[{"text":"a","finish_reason":null}]}"#));
+    }
+
+    #[test]
+    fn escaped_text_is_decoded_and_null_finish_is_not_a_finish() {
+        let data = r#"{"choices":[{"delta":{"content":"a\"b\u00e9"},"finish_reason":null}]}"#;
+        let StreamItem::Chunk(chunk) = item(data) else {
+            panic!("not a chunk")
+        };
+        assert_eq!(chunk.text, "a\"bé");
+        assert!(!chunk.finished);
+        let done = r#"{"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}"#;
+        let StreamItem::Chunk(chunk) = item(done) else {
+            panic!("not a chunk")
+        };
+        assert!(chunk.finished && chunk.has_output);
     }
 
     #[test]

@@ -168,8 +168,10 @@ impl SseReader {
             return;
         }
         self.has_data = false;
-        let mut data = std::mem::take(&mut self.data);
-        data.pop();
+        // Copy out without the final `\n` and keep the buffer's capacity for the next event:
+        // one allocation per event instead of an allocation and a regrowth.
+        let data = self.data[..self.data.len() - 1].to_string();
+        self.data.clear();
         out.push(SseEvent {
             event: event.unwrap_or_else(|| "message".to_string()),
             data,
