@@ -81,7 +81,7 @@ fn write_trace(path: &Path, count: u64, rate: u64, output_tokens: u64) {
     let lines: Vec<String> = (0..count)
         .map(|i| {
             format!(
-                r#"{{"timestamp": {}, "input_length": 32, "output_length": {output_tokens}, "hash_ids": []}}"#,
+                r#"{{"timestamp": {}, "input_length": 32, "output_length": {output_tokens}, "hash_ids": [{i}]}}"#,
                 i * 1000 / rate
             )
         })
