@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tracebench/target}"
 cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 BIN="$CARGO_TARGET_DIR/release/tracebench"
 
-# One timed run: prints "<wall seconds> <peak RSS KiB>".
+# One timed run: prints "<wall seconds> <peak RSS KiB> <CPU seconds>".
 timed() {
   local log
   log=$(mktemp)
@@ -23,14 +23,18 @@ timed() {
   }
   awk '/Elapsed \(wall clock\)/ { n = split($NF, t, ":"); s = t[n] + (n > 1 ? t[n-1] * 60 : 0) }
        /Maximum resident set size/ { rss = $NF }
-       END { printf "%.2f %d\n", s, rss }' "$log"
+       /User time|System time/ { cpu += $NF }
+       END { printf "%.2f %d %.2f\n", s, rss, cpu }' "$log"
   rm -f "$log"
 }
 
-# Median of the first column, maximum of the second.
+# Median wall time (and the CPU time of that run), largest peak RSS; load average alongside,
+# since the machine may be shared.
 summarise() {
-  sort -n | awk '{ w[NR] = $1; if ($2 > m) m = $2 }
-    END { printf "median %.2f s of %d runs, peak RSS %.0f MiB\n", w[int((NR + 1) / 2)], NR, m / 1024 }'
+  sort -n | awk '{ w[NR] = $1; c[NR] = $3; if ($2 > m) m = $2 }
+    END { i = int((NR + 1) / 2)
+          printf "median %.2f s wall (%.2f s CPU) of %d runs, peak RSS %.0f MiB\n", w[i], c[i], NR, m / 1024 }'
+  echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 echo "blocks, all records, --verify 1000:"
