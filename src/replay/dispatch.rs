@@ -253,8 +253,16 @@ async fn run_loop<T: Transport, P: PromptSource>(
         if !launch(shared, index, prompt, runtime, tasks).await {
             break;
         }
+        reap_finished(tasks);
     }
     handled
+}
+
+/// Frees the tasks that have finished. A `JoinSet` keeps each finished task's allocation
+/// (sized for its whole request future) until it is joined: without this, memory grew
+/// with every request of a long run (see docs/RELIABILITY.md, soak).
+fn reap_finished(tasks: &mut JoinSet<()>) {
+    while tasks.try_join_next().is_some() {}
 }
 
 /// Starts entry `index` whose deadline has come. Returns false when a stop interrupted it.
