@@ -289,3 +289,83 @@ fn prompts_command_output_is_pinned_and_thread_independent() {
         "a069ac3758ec255760e6aff98e2ff90143806da3432e50c6b389e1d0417af4ea"
     );
 }
+
+/// Runs `tracebench prompts` on the mixed fixture with `--tokenizer spec`, HF_HOME at `home`
+/// and the hub switched off; returns (success, stderr).
+fn prompts_offline(spec: &str, mode: &str, home: &Path) -> (bool, String) {
+    let output = std::process::Command::new(common::bin())
+        .args(["prompts", "--trace"])
+        .arg(common::fixture("prompt/mixed.jsonl"))
+        .args([
+            "--limit",
+            "1",
+            "--prompt",
+            mode,
+            "--tokenizer",
+            spec,
+            "--output",
+        ])
+        .arg(home.join("out.jsonl"))
+        .env("HF_HOME", home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn offline_hub_id_without_a_cached_file_says_how_to_pass_a_path() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let (ok, stderr) = prompts_offline("someorg/somemodel", "random", home.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot get tokenizer.json of hub repository someorg/somemodel"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--tokenizer /path/to/tokenizer.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn offline_hub_id_uses_the_cached_file() {
+    // The HF cache layout: refs/main names the snapshot holding the file.
+    let home = tempfile::tempdir().expect("temp dir");
+    let repo = home.path().join("hub/models--someorg--tiny");
+    std::fs::create_dir_all(repo.join("refs")).expect("mkdir");
+    std::fs::create_dir_all(repo.join("snapshots/abc123")).expect("mkdir");
+    std::fs::write(repo.join("refs/main"), "abc123").expect("write");
+    let tiny = common::fixture("prompt/tiny_tokenizer.json");
+    std::fs::copy(tiny, repo.join("snapshots/abc123/tokenizer.json")).expect("copy");
+
+    let (ok, stderr) = prompts_offline("someorg/tiny", "random", home.path());
+    assert!(ok, "{stderr}");
+    let out = std::fs::read_to_string(home.path().join("out.jsonl")).expect("output");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        (line["tokens"].as_u64(), line["input_length"].as_u64()),
+        (Some(64), Some(64))
+    );
+    let words = line["prompt"]
+        .as_str()
+        .expect("text")
+        .split_whitespace()
+        .count();
+    assert_eq!(words, 64, "a WordLevel tokenizer counts one token per word");
+}
+
+#[test]
+fn a_tokenizer_without_word_pieces_is_refused_for_blocks_with_a_hint() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let tiny = common::fixture("prompt/tiny_tokenizer.json");
+    let (ok, stderr) = prompts_offline(tiny.to_str().expect("utf-8 path"), "blocks", home.path());
+    assert!(!ok);
+    assert!(
+        stderr.contains("single-token word pieces (need 256); use --prompt random"),
+        "{stderr}"
+    );
+}
