@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -52,7 +52,10 @@ impl TokenSource {
                 itl,
                 produced,
             } => {
-                tokio::time::sleep_until(*first_at + *itl * *produced).await;
+                let due = *first_at + *itl * *produced;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due).await;
+                }
                 *produced += 1;
                 true
             }
@@ -63,6 +66,18 @@ impl TokenSource {
                 }
                 None => false,
             },
+        }
+    }
+
+    /// Whether the next token is available without waiting.
+    fn ready_now(&self) -> bool {
+        match self {
+            TokenSource::Fixed {
+                first_at,
+                itl,
+                produced,
+            } => *first_at + *itl * *produced <= Instant::now(),
+            TokenSource::Engine { rx, .. } => !rx.is_empty(),
         }
     }
 
@@ -165,6 +180,9 @@ enum Frame {
     Abort,
 }
 
+/// At most this many frames go out in one write (bounds a write when far behind).
+const MAX_COALESCED_FRAMES: usize = 64;
+
 /// Pause before a cut, so hyper flushes the chunks already written instead of dropping
 /// them with the connection (it flushes whenever the body is not ready).
 const CUT_FLUSH_PAUSE: Duration = Duration::from_millis(20);
@@ -218,11 +236,7 @@ impl SseStream {
                 Some(Frame::Abort) => {
                     return Some(Err(io::Error::other("simulated fault: stream cut")));
                 }
-                Some(Frame::Raw(bytes)) => return Some(Ok(self.with_keep_alive(bytes))),
-                Some(Frame::Data(kind, index, bytes)) => {
-                    self.job.log(kind, index);
-                    return Some(Ok(self.with_keep_alive(bytes)));
-                }
+                Some(frame) => return Some(self.write_ready(frame).await),
                 None if self.finished => return None,
                 None => {
                     if let Err(err) = self.advance().await {
@@ -231,6 +245,42 @@ impl SseStream {
                 }
             }
         }
+    }
+
+    /// `first` and every frame after it that is due already, as one write: when the
+    /// runtime runs late, the overdue tokens go out together instead of one wake-up and one
+    /// write each (each is still its own SSE event, logged at this moment).
+    async fn write_ready(&mut self, first: Frame) -> io::Result<Bytes> {
+        let mut out = BytesMut::new();
+        self.emit(first, &mut out);
+        for _ in 0..MAX_COALESCED_FRAMES {
+            match self.pending.front() {
+                Some(Frame::Data(..) | Frame::Raw(..)) => {
+                    if let Some(frame) = self.pending.pop_front() {
+                        self.emit(frame, &mut out);
+                    }
+                }
+                None if !self.finished && self.source.ready_now() => self.advance().await?,
+                _ => break,
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// Appends a data frame (after a keep-alive comment under that fault) and logs it.
+    fn emit(&self, frame: Frame, out: &mut BytesMut) {
+        let bytes = match frame {
+            Frame::Data(kind, index, bytes) => {
+                self.job.log(kind, index);
+                bytes
+            }
+            Frame::Raw(bytes) => bytes,
+            Frame::Sleep(_) | Frame::Abort => return,
+        };
+        if self.job.fault == Some(FaultKind::KeepAlive) {
+            out.extend_from_slice(sse::KEEP_ALIVE);
+        }
+        out.extend_from_slice(&bytes);
     }
 
     /// Applies the fault due after `sent` tokens, then queues the next token or the end.
@@ -328,17 +378,6 @@ impl SseStream {
             SimMetrics::add(&self.job.metrics.requests_finished, 1);
         }
         self.finished = true;
-    }
-
-    /// `bytes`, preceded by a comment line under the keep-alive fault.
-    fn with_keep_alive(&self, bytes: Bytes) -> Bytes {
-        if self.job.fault != Some(FaultKind::KeepAlive) {
-            return bytes;
-        }
-        let mut joined = Vec::with_capacity(sse::KEEP_ALIVE.len() + bytes.len());
-        joined.extend_from_slice(sse::KEEP_ALIVE);
-        joined.extend_from_slice(&bytes);
-        Bytes::from(joined)
     }
 }
 

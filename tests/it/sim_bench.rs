@@ -70,21 +70,20 @@ async fn sim_bench_fixed_mode_timing_under_load() {
     let url = format!("{}/v1/completions", sim.base_url());
 
     let started = Instant::now();
+    // One task per stream, as a real client runs them (not one task polling them all).
     let requests = (0..streams).map(|_| {
         let body = json!({"prompt": "benchmark", "max_tokens": tokens, "stream": true});
         let request = client.post(&url).json(&body).send();
-        async move {
-            request
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-                .matches("data: ")
-                .count()
-        }
+        tokio::spawn(async move {
+            let text = request.await.unwrap().text().await.unwrap();
+            text.matches("data: ").count()
+        })
     });
-    let events = futures::future::join_all(requests).await;
+    let events: Vec<usize> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let wall = started.elapsed();
     assert!(
         events.iter().all(|n| *n == tokens as usize + 1),
