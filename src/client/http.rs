@@ -315,7 +315,30 @@ impl Client {
         tag: Tag,
         cancel: &CancellationToken,
     ) -> Exchange {
-        let mut request = self.http.post(self.url()).json(body);
+        let encoded = serde_json::to_vec(body).unwrap_or_default();
+        self.stream_encoded(encoded.into(), tag, cancel).await
+    }
+
+    /// `body` as JSON bytes, ready for [`Client::stream_encoded`]: serializing a long
+    /// prompt takes time that should not fall between the deadline and the send.
+    pub fn encode_body(&self, prompt: &PromptBody, max_tokens: u32) -> bytes::Bytes {
+        serde_json::to_vec(&self.body(prompt, max_tokens))
+            .unwrap_or_default()
+            .into()
+    }
+
+    /// [`Client::stream_tagged`] with a body already encoded by [`Client::encode_body`].
+    pub async fn stream_encoded(
+        &self,
+        body: bytes::Bytes,
+        tag: Tag,
+        cancel: &CancellationToken,
+    ) -> Exchange {
+        let mut request = self
+            .http
+            .post(self.url())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
         if let Some(id) = &tag.request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }

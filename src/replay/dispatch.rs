@@ -26,37 +26,37 @@ use crate::prompt::Tokenizer;
 use crate::schedule::{Plan, PlanEntry, WaitKind};
 use crate::trace::TraceRecord;
 
-/// One request to send.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Its plan index (sent as `x-request-id: tracebench-INDEX`).
-    pub index: usize,
-    /// The prompt.
-    pub prompt: PromptBody,
-    /// `max_tokens`: the record's output length.
-    pub max_tokens: u32,
-    /// Told of output chunks as they arrive (progress).
-    pub on_output: Option<OutputHook>,
-}
-
 /// Sends one request and reads its stream (the HTTP client, or a fake in tests).
 pub trait Transport: Send + Sync + 'static {
-    /// Sends `job`, reading until the end of the stream or `cancel`.
+    /// A request ready to send, made on the prompt thread ahead of its deadline.
+    type Request: Send + 'static;
+
+    /// Prepares the request for `prompt` asking for `max_tokens` tokens.
+    fn prepare(&self, prompt: PromptBody, max_tokens: u32) -> Self::Request;
+
+    /// Sends `request`, reading until the end of the stream or `cancel`.
     fn exchange(
         &self,
-        job: Job,
+        request: Self::Request,
+        tag: Tag,
         cancel: CancellationToken,
     ) -> impl Future<Output = Exchange> + Send;
 }
 
 impl Transport for Client {
-    async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
-        let body = self.body(&job.prompt, job.max_tokens);
-        let tag = Tag {
-            request_id: Some(format!("tracebench-{}", job.index)),
-            on_output: job.on_output,
-        };
-        self.stream_tagged(&body, tag, &cancel).await
+    type Request = bytes::Bytes;
+
+    fn prepare(&self, prompt: PromptBody, max_tokens: u32) -> bytes::Bytes {
+        self.encode_body(&prompt, max_tokens)
+    }
+
+    async fn exchange(
+        &self,
+        request: bytes::Bytes,
+        tag: Tag,
+        cancel: CancellationToken,
+    ) -> Exchange {
+        self.stream_encoded(request, tag, &cancel).await
     }
 }
 
@@ -177,6 +177,8 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
     sink: mpsc::UnboundedSender<RequestRecord>,
     live: Arc<Live>,
 ) -> DispatchEnd {
+    let mut prompt_rx = spawn_prompt_builder(&input, &stop, &runtime);
+    warm_up(&mut prompt_rx, &input.plan, input.options.lookahead, &stop).await;
     let DispatchInput {
         plan,
         records,
@@ -184,8 +186,6 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         transport,
         options,
     } = input;
-    let mut prompt_rx = spawn_prompt_builder(&plan, &records, &prompts, &stop, &options, &runtime);
-    warm_up(&mut prompt_rx, &plan, options.lookahead, &stop).await;
     let shared = Arc::new(Shared {
         parents: parent_slots(&plan),
         permits: options
@@ -219,7 +219,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
 /// The loop proper. Returns which entries it (or a task it started) took charge of.
 async fn run_loop<T: Transport, P: PromptSource>(
     shared: &Arc<Shared<T, P>>,
-    mut prompts: PromptReceiver,
+    mut prompts: PromptReceiver<T::Request>,
     options: &DispatchOptions,
     runtime: &Handle,
     tasks: &mut JoinSet<()>,
@@ -269,7 +269,7 @@ fn reap_finished(tasks: &mut JoinSet<()>) {
 async fn launch<T: Transport, P: PromptSource>(
     shared: &Arc<Shared<T, P>>,
     index: usize,
-    prompt: Result<PromptBody, String>,
+    prompt: Result<T::Request, String>,
     runtime: &Handle,
     tasks: &mut JoinSet<()>,
 ) -> bool {
@@ -306,7 +306,7 @@ async fn launch<T: Transport, P: PromptSource>(
 async fn run_child<T: Transport, P: PromptSource>(
     shared: Arc<Shared<T, P>>,
     index: usize,
-    prompt: Option<PromptBody>,
+    prompt: Option<T::Request>,
 ) {
     let entry = &shared.plan.entries[index];
     let Some(wait) = entry.wait else { return };
@@ -320,7 +320,7 @@ async fn run_child<T: Transport, P: PromptSource>(
     };
     let prompt = match prompt {
         Some(prompt) => Ok(prompt),
-        None => shared.build_prompt(index).await,
+        None => shared.build_request(index).await,
     };
     let sleep = tokio::time::sleep_until(shared.start + release);
     tokio::select! {
@@ -351,19 +351,17 @@ async fn run_child<T: Transport, P: PromptSource>(
 async fn send<T: Transport, P: PromptSource>(
     shared: Arc<Shared<T, P>>,
     index: usize,
-    prompt: PromptBody,
+    request: T::Request,
     admission: Admission,
 ) {
-    let record = &shared.records[shared.plan.entries[index].record];
-    let job = Job {
-        index,
-        prompt,
-        max_tokens: record.output_tokens,
+    let tag = Tag {
+        request_id: Some(format!("tracebench-{index}")),
         on_output: Some(progress_hook(&shared.live)),
     };
     shared.live.sent.fetch_add(1, Ordering::Relaxed);
     shared.live.in_flight.fetch_add(1, Ordering::Relaxed);
-    let exchange = shared.transport.exchange(job, shared.cancel.clone()).await;
+    let cancel = shared.cancel.clone();
+    let exchange = shared.transport.exchange(request, tag, cancel).await;
     shared.live.in_flight.fetch_sub(1, Ordering::Relaxed);
     let (permit, queue_wait) = admission.permit.unzip();
     drop(permit);
@@ -410,11 +408,11 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         }
     }
 
-    async fn build_prompt(self: &Arc<Self>, index: usize) -> Result<PromptBody, String> {
+    async fn build_request(self: &Arc<Self>, index: usize) -> Result<T::Request, String> {
         let shared = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let record = &shared.records[shared.plan.entries[index].record];
-            shared.prompts.prompt(record)
+            prepare(&*shared.prompts, &*shared.transport, record)
         });
         built
             .await
@@ -531,32 +529,44 @@ fn parent_slots(plan: &Plan) -> Vec<Option<ParentSlot>> {
     slots
 }
 
-/// Prompts in plan order, as the builder thread hands them over.
-type PromptReceiver = mpsc::Receiver<(usize, Result<PromptBody, String>)>;
+/// Requests in plan order, as the prompt thread hands them over.
+type PromptReceiver<R> = mpsc::Receiver<(usize, Result<R, String>)>;
+
+/// The prompt of `record` made into a request ready to send.
+fn prepare<T: Transport, P: PromptSource>(
+    prompts: &P,
+    transport: &T,
+    record: &TraceRecord,
+) -> Result<T::Request, String> {
+    let prompt = prompts.prompt(record)?;
+    Ok(transport.prepare(prompt, record.output_tokens))
+}
 
 /// How often the warm-up checks how many prompts are ready.
 const WARM_UP_POLL: Duration = Duration::from_millis(5);
 
 /// Builds prompts in plan order (think children excepted) on a blocking thread, at most
 /// `options.lookahead` ahead of the loop.
-fn spawn_prompt_builder<P: PromptSource>(
-    plan: &Arc<Plan>,
-    records: &Arc<[TraceRecord]>,
-    prompts: &Arc<P>,
+fn spawn_prompt_builder<T: Transport, P: PromptSource>(
+    input: &DispatchInput<T, P>,
     stop: &CancellationToken,
-    options: &DispatchOptions,
     runtime: &Handle,
-) -> PromptReceiver {
-    let (tx, rx) = mpsc::channel(options.lookahead.max(1));
-    let (plan, records, prompts, stop) =
-        (plan.clone(), records.clone(), prompts.clone(), stop.clone());
+) -> PromptReceiver<T::Request> {
+    let (tx, rx) = mpsc::channel(input.options.lookahead.max(1));
+    let (plan, records, prompts, transport, stop) = (
+        input.plan.clone(),
+        input.records.clone(),
+        input.prompts.clone(),
+        input.transport.clone(),
+        stop.clone(),
+    );
     runtime.spawn_blocking(move || {
         for (index, entry) in plan.entries.iter().enumerate() {
             if is_think(entry) || stop.is_cancelled() {
                 continue;
             }
-            let prompt = prompts.prompt(&records[entry.record]);
-            if tx.blocking_send((index, prompt)).is_err() {
+            let request = prepare(&*prompts, &*transport, &records[entry.record]);
+            if tx.blocking_send((index, request)).is_err() {
                 return;
             }
         }
@@ -566,7 +576,12 @@ fn spawn_prompt_builder<P: PromptSource>(
 
 /// Waits until the look-ahead buffer is full (or every prompt is built) before the clock
 /// starts, so that the first deadlines do not wait on prompt synthesis.
-async fn warm_up(rx: &mut PromptReceiver, plan: &Plan, lookahead: usize, stop: &CancellationToken) {
+async fn warm_up<R>(
+    rx: &mut PromptReceiver<R>,
+    plan: &Plan,
+    lookahead: usize,
+    stop: &CancellationToken,
+) {
     let wanted = plan
         .entries
         .iter()
@@ -621,12 +636,19 @@ mod tests {
     struct SlowServer;
 
     impl Transport for SlowServer {
-        async fn exchange(&self, job: Job, cancel: CancellationToken) -> Exchange {
+        /// `max_tokens`.
+        type Request = u32;
+
+        fn prepare(&self, _prompt: PromptBody, max_tokens: u32) -> u32 {
+            max_tokens
+        }
+
+        async fn exchange(&self, max_tokens: u32, _: Tag, cancel: CancellationToken) -> Exchange {
             let sent = Instant::now();
-            let took = Duration::from_millis(u64::from(job.max_tokens));
+            let took = Duration::from_millis(u64::from(max_tokens));
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => Outcome::Cancelled,
-                _ = tokio::time::sleep(took) => match job.max_tokens {
+                _ = tokio::time::sleep(took) => match max_tokens {
                     0 => Outcome::Http(500),
                     _ => Outcome::Ok,
                 },

@@ -18,7 +18,7 @@ pub mod run;
 
 pub use calibrate::{Calibration, CalibrationMethod};
 pub use dispatch::{
-    DispatchEnd, DispatchInput, DispatchOptions, Job, Live, PromptSource, Transport, dispatch,
+    DispatchEnd, DispatchInput, DispatchOptions, Live, PromptSource, Transport, dispatch,
 };
 pub use pacer::Pacer;
 pub use record::{Outcome, RequestRecord, TimeoutKind, TokenSource};
