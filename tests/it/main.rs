@@ -18,3 +18,4 @@ mod trace;
 mod trace_fetch;
 mod trace_props;
 mod trace_tools;
+mod prefix_fidelity;
