@@ -53,14 +53,14 @@ def read_requests(path):
 
 
 def read_chunk_log(path):
-    """Per client request id: (received_ns, [token write ns in order])."""
+    """Per client request id (else the simulator's response id): (received_ns, [token
+    write ns in order])."""
     by_id = {}
     with open(path) as f:
         for line in f:
             event = json.loads(line)
-            key = event.get("client_request_id")
-            if key is None:
-                continue
+            # Clients without an `x-request-id` (most peers) are keyed by the simulator's id.
+            key = event.get("client_request_id") or event.get("request_id")
             entry = by_id.setdefault(key, [None, []])
             if event["event"] == "received":
                 entry[0] = event["unix_ns"]
