@@ -4,6 +4,11 @@
 //! for the modelled step time, then sends each request its tokens over a channel.
 //! Invariant: a request's KV blocks (prompt plus `max_tokens`) are reserved at admission,
 //! so a running request never waits for memory.
+//!
+//! TODO: reserving `max_tokens` up front means no preemption, while vLLM admits more
+//! optimistically and preempts under pressure; it stays because it keeps runs
+//! deterministic and simple. Growing allocations per decode block plus recompute-style
+//! preemption of the newest request would fix it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -207,8 +212,8 @@ impl Engine {
         });
     }
 
-    /// Plans one step: decodes first, then prefill chunks of running requests, then new
-    /// admissions, all under the batched-token budget.
+    /// Plans one step: running requests in admission order (one decode token, or the next
+    /// prefill chunk), then new admissions, all under the batched-token budget.
     fn schedule(&mut self) -> Step {
         let mut step = Step::default();
         let mut budget = self.cfg.max_batched_tokens;
@@ -231,7 +236,13 @@ impl Engine {
             }
         }
 
-        // Admit waiting requests while there is budget, a running slot and KV room.
+        self.admit_waiting(&mut step, budget);
+        step
+    }
+
+    /// Admits waiting requests (FIFO) while there is budget, a running slot and KV room,
+    /// scheduling each one's first prefill chunk into `step`.
+    fn admit_waiting(&mut self, step: &mut Step, mut budget: u32) {
         while budget > 0 && (self.running.len() as u32) < self.cfg.max_running {
             let Some(seq) = self.waiting.pop_front() else {
                 break;
@@ -253,7 +264,6 @@ impl Engine {
                 }
             }
         }
-        step
     }
 
     /// Pins the cached prefix and reserves the rest; gives the request back if the KV
@@ -297,6 +307,9 @@ impl Engine {
     }
 
     /// The modelled duration of `step`.
+    ///
+    /// TODO: prefill cost is linear in tokens; attention's quadratic term matters for
+    /// prompts over ~32k tokens and is left out until a preset needs it.
     fn step_time(&self, step: &Step) -> Duration {
         let c = &self.cfg.constants;
         let variable_ns = c.per_prefill_token_ns * f64::from(step.prefill_tokens)
@@ -361,6 +374,11 @@ impl Engine {
 }
 
 /// Registers a just-prefilled request's full prompt blocks in the prefix cache.
+///
+/// TODO: blocks enter the cache when the whole prefill ends, not chunk by chunk as in
+/// vLLM, so two concurrent requests with one long new prefix both compute it; it stays
+/// because replay traffic rarely sends such twins within one prefill time. Promoting the
+/// blocks covered by each finished chunk would fix it.
 fn promote_prompt_blocks(kv: &mut KvPool, r: &mut Running) {
     for h in &r.seq.hashes[r.hit_blocks..] {
         kv.promote(*h);
