@@ -334,6 +334,30 @@ HEADER = ("| client | prompts | offered /s | arrived % of offered | arrival lag 
           "arrived | exit |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
+def table(paths):
+    """The side-by-side table and the ratios to tracebench from saved peers.json files."""
+    results = []
+    for path in paths:
+        results += json.loads(Path(path).read_text())["results"]
+    order = {"tracebench": 0, "aiperf": 1, "guidellm": 2, "inference-perf": 3, "sglang": 4}
+    results.sort(key=lambda r: (r["mode"] != "small", r["rate"], order.get(r["peer"], 9)))
+    ours = {(r["mode"], r["rate"]): r for r in results if r["peer"] == "tracebench"}
+    ratios = ["| client | prompts | offered /s | arrival lag p99 ÷ ours | client CPU ÷ ours | "
+              "its TTFT p99 − truth p99, ms (ours) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        base = ours.get((r["mode"], r["rate"]))
+        if r["peer"] == "tracebench" or base is None:
+            continue
+        lag = r["arrival_lag_ms"]["p99"] / max(base["arrival_lag_ms"]["p99"], 1e-9)
+        own = (r.get("own_ttft_ms") or {}).get("p99")
+        mine = (base.get("own_ttft_ms") or {}).get("p99")
+        gap = "–" if own is None else f"{own - r['ttft_truth_ms']['p99']:.1f}"
+        our_gap = "–" if mine is None else f"{mine - base['ttft_truth_ms']['p99']:.1f}"
+        ratios.append(f"| {r['peer']} | {r['mode']} | {r['rate']:,} | {lag:,.0f}× | "
+                      f"{r['cpu_s'] / base['cpu_s']:.0f}× | {gap} ({our_gap}) |")
+    return "\n".join([HEADER] + [row(r) for r in results]) + "\n\n" + "\n".join(ratios)
+
+
 def main(args):
     from run import binary, save
     work = Path(args.work) / "peers"

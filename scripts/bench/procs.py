@@ -6,7 +6,6 @@ so the CPU spent inside the sending window can be told from start-up and prompt 
 """
 
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -186,8 +185,3 @@ def _sample(pid, samples, done):
         if cpu is not None:
             samples.append((time.time(), cpu))
         done.wait(SAMPLE_PERIOD_S)
-
-
-def children_max_rss_mib():
-    """Largest RSS of any waited-for child so far (MiB)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0

@@ -268,7 +268,13 @@ def main():
     peers.add_argument("--rates", default="50,200,1000")
     peers.add_argument("--only", default="", help="comma list: tracebench,aiperf,sglang")
     peers.add_argument("--records", type=int, default=RECORDS)
+    ptable = sub.add_parser("peers-table", help="side-by-side and ratio tables of peers.json")
+    ptable.add_argument("files", nargs="+", help="peers.json files of `run.py peers`")
     args = parser.parse_args()
+    if args.cmd == "peers-table":
+        import peers as peer_bench
+        print(peer_bench.table(args.files))
+        return
     if args.cmd == "peers":
         import peers as peer_bench
         peer_bench.main(args)
