@@ -6,8 +6,13 @@ Python standard library only. Every number comes with the command that produced 
 the run's results.json; the tables it prints are the ones in docs/PERFORMANCE.md.
 
   scripts/bench/run.py accuracy [--rates 50,200,...] [--modes small,full] [--repeats 3]
+  scripts/bench/run.py table                  (the accuracy tables of WORK/accuracy.json)
   scripts/bench/run.py memory | prompts | parse | machine
-  scripts/bench/run.py peers [--rates 50,200,1000] (see peers.py)
+  scripts/bench/run.py peers [--rates 50,200,1000] [--only ...] (see peers.py)
+  scripts/bench/run.py peers-table WORK/peers.json [...]
+
+Results and raw files go under --work (default /tmp/tracebench-bench). The method, the
+machine and the results are in docs/PERFORMANCE.md.
 
 The release binary is taken from $TRACEBENCH_BIN, else
 $CARGO_TARGET_DIR/release/tracebench, else target/release/tracebench.
