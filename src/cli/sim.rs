@@ -214,7 +214,23 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Binds, logs the address, serves until Ctrl-C.
+/// Ctrl-C, or SIGTERM (what `kill`, service managers and container runtimes send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Binds, logs the address, serves until Ctrl-C or SIGTERM.
 async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
         tracing::warn!("sim: listening on {addr}, reachable from other machines");
@@ -230,7 +246,7 @@ async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Resu
     );
     eprintln!("tracebench sim listening on http://{bound}/v1 (Ctrl-C to stop)");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_signal().await;
         tracing::info!("sim: shutting down");
     };
     serve_state(listener, state, shutdown)

@@ -820,9 +820,20 @@ impl SimProcess {
 
 impl Drop for SimProcess {
     fn drop(&mut self) {
-        signal(&self.child, "-INT");
+        // The process may have exited already (a test stopped it): no assertion here.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
         let _ = self.child.wait();
     }
+}
+
+#[test]
+fn sim_command_stops_gracefully_on_sigterm() {
+    // Regression: only Ctrl-C was handled; SIGTERM killed the process outright.
+    let mut sim = SimProcess::start("10", "1");
+    signal(&sim.child, "-TERM");
+    let status = sim.child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(status.success(), "{status:?}");
 }
 
 /// Streams opened at one instant by the always-run load test (scripts/load_10k.sh does
