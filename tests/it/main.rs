@@ -3,6 +3,7 @@
 
 mod common;
 mod e2e;
+mod prefix_fidelity;
 mod prompt;
 mod reliability;
 mod replay;
@@ -18,4 +19,3 @@ mod trace;
 mod trace_fetch;
 mod trace_props;
 mod trace_tools;
-mod prefix_fidelity;
