@@ -121,7 +121,7 @@ def fmt(value, digits=2):
 
 ACCURACY_HEADER = (
     "| prompts | offered /s | sent % of offered | send lag p50 / p99 ms | TTFT p50 / p99 ms "
-    "(truth) | TTFT error p50 / p99 ms | ITL p50 / p99 ms (truth) | ITL error p99 ms | "
+    "(truth) | TTFT error p50 / p99 ms | ITL p50 / p99 ms (truth) | \\|ITL error\\| p99 ms | "
     "client cores (per 1,000/s) | ok |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
