@@ -136,11 +136,13 @@ pub struct LoadArgs {
     pub burstiness: f64,
 
     /// Closed loop: N requests in flight, each slot sending the next as the last finishes.
-    #[arg(long, value_name = "N", conflicts_with = "max_concurrency")]
+    #[arg(long, value_name = "N", conflicts_with = "max_concurrency",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: Option<usize>,
 
     /// Cap on requests in flight; requests over it wait in order (their wait is recorded).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrency: Option<usize>,
 
     /// Session turns: ignore (own timestamps), gate (after the parent finished), think
@@ -172,7 +174,9 @@ pub struct OutputArgs {
     #[arg(long)]
     pub no_progress: bool,
 
-    /// Exit with code 1 when more than this share (0–1) of sent requests failed.
+    /// Exit with code 1 when more than this share (0–1) of sent requests failed. Without
+    /// it, a run exits 1 only when every sent request failed (`--max-failed-ratio 1` allows
+    /// even that).
     #[arg(long, value_name = "F")]
     pub max_failed_ratio: Option<f64>,
 
@@ -210,12 +214,16 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Without `--max-failed-ratio`, the failed share above which a run exits 1: just under
+/// 1, so a run in which nothing succeeded is never green.
+const ALL_FAILED_SHARE: f64 = 1.0 - 1e-9;
+
 /// The exit code a finished run earns.
 pub fn exit_code(out: &OutputArgs, report: &ReplayReport) -> u8 {
     let failed_share = report.summary.failure_share.unwrap_or(0.0);
     if report.partial {
         EXIT_INTERRUPTED
-    } else if out.max_failed_ratio.is_some_and(|max| failed_share > max) {
+    } else if failed_share > out.max_failed_ratio.unwrap_or(ALL_FAILED_SHARE) {
         EXIT_THRESHOLD_FAILED
     } else {
         0

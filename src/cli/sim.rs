@@ -97,9 +97,9 @@ macro_rules! sim_options {
             /// Request body limit in MiB; larger bodies get HTTP 413.
             #[arg(long = concat!($prefix, "body-limit-mib"), default_value_t = 8)]
             pub body_limit_mib: usize,
-            /// Inject a fault: KIND[:ARGS][,every=N|,rate=P]; KIND is status:CODE,
-            /// status-empty:CODE, cut:K, error:K, stall:SECS[:K], malformed:K, keepalive,
-            /// first-delay:SECS. Repeatable; the first matching rule wins.
+            /// Inject a fault: `KIND[:ARGS][,every=N|,rate=P]`; KIND is `status:CODE`,
+            /// `status-empty:CODE`, `cut:K`, `error:K`, `stall:SECS[:K]`, `malformed:K`,
+            /// `keepalive`, `first-delay:SECS`. Repeatable; the first matching rule wins.
             #[arg(long = concat!($prefix, "fault"), value_name = "SPEC")]
             pub fault: Vec<FaultRule>,
             /// Seed for rate-based faults.

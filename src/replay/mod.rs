@@ -2,7 +2,7 @@
 //! absolute deadlines, streams every request through [`crate::client`], and records each
 //! one as a [`RequestRecord`] appended to `requests.jsonl` as soon as it ends.
 //!
-//! [`dispatch`] is the loop and its request tasks; [`pacer`] waits precisely for a
+//! [`mod@dispatch`] is the loop and its request tasks; [`pacer`] waits precisely for a
 //! deadline; [`output`] owns the run's files; [`calibrate`] measures the chat template
 //! overhead; [`run`] ties them into one replay; [`progress`] draws the bars. The loop knows
 //! nothing of files or terminals.

@@ -293,7 +293,7 @@ fn refused_connection_is_counted_and_the_exit_code_follows_max_failed_ratio() {
     let tmp = tempdir();
     let trace = write_trace(tmp.path(), 5, 10, 4);
     let url = closed_port_url();
-    for (ratio, code) in [(None, 0), (Some("0.5"), 1), (Some("1"), 0)] {
+    for (ratio, code) in [(None, 1), (Some("0.5"), 1), (Some("1"), 0)] {
         let out = tmp.path().join(format!("run-{ratio:?}"));
         let mut cmd = url_replay(&url, &trace, &out);
         if let Some(ratio) = ratio {
