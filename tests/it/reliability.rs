@@ -692,7 +692,8 @@ fn password_in_the_base_url_is_never_written() {
     // Connection errors land in every record and the URL in run.json and the reports.
     let out = tmp.path().join("run");
     let output = run(url_replay(&url, &trace, &out).arg("-vv"));
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    // Every request failed to connect: exit 1 without --max-failed-ratio.
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     assert_no_secret(&output, &out, &[PASSWORD], &OUTPUT_FILES[..5]);
     let run_json = read_json(&out.join("run.json"));
     assert!(
