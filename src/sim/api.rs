@@ -86,10 +86,11 @@ struct ChatBody {
     common: Common,
 }
 
-/// `prompt` of `/v1/completions`: text or token ids, alone or in a one-element list.
+/// `prompt` of `/v1/completions` (and `text` / `input_ids` of SGLang's `/generate`): text
+/// or token ids, alone or in a one-element list.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum PromptField {
+pub(crate) enum PromptField {
     Text(String),
     Ids(Vec<u32>),
     Texts(Vec<String>),
@@ -144,15 +145,21 @@ pub(crate) fn parse_chat(body: &[u8], cfg: &SimConfig) -> Result<GenRequest, Api
 /// Parses a `/v1/completions` body.
 pub(crate) fn parse_completion(body: &[u8], cfg: &SimConfig) -> Result<GenRequest, ApiError> {
     let completion: CompletionBody = from_json(body)?;
-    let prompt = match completion.prompt {
+    let prompt = one_prompt(completion.prompt, "prompt")?;
+    finish(prompt, completion.common, cfg)
+}
+
+/// The one prompt of a prompt field (`name` in errors): batches and empty prompts refused.
+pub(crate) fn one_prompt(field: PromptField, name: &str) -> Result<Prompt, ApiError> {
+    let prompt = match field {
         PromptField::Text(text) => Prompt::Text(text),
         PromptField::Ids(ids) => Prompt::Ids(ids),
         PromptField::Texts(mut v) if v.len() == 1 => Prompt::Text(v.remove(0)),
         PromptField::IdLists(mut v) if v.len() == 1 => Prompt::Ids(v.remove(0)),
         _ => {
-            return Err(ApiError::Invalid(
-                "prompt: batches of prompts are not supported".into(),
-            ));
+            return Err(ApiError::Invalid(format!(
+                "{name}: batches of prompts are not supported"
+            )));
         }
     };
     let empty = match &prompt {
@@ -161,9 +168,9 @@ pub(crate) fn parse_completion(body: &[u8], cfg: &SimConfig) -> Result<GenReques
         Prompt::Chat(_) => false,
     };
     if empty {
-        return Err(ApiError::Invalid("prompt: must not be empty".into()));
+        return Err(ApiError::Invalid(format!("{name}: must not be empty")));
     }
-    finish(prompt, completion.common, cfg)
+    Ok(prompt)
 }
 
 /// Parses a body as `T`, mapping serde's message into a 400.
@@ -190,29 +197,44 @@ fn finish(prompt: Prompt, common: Common, cfg: &SimConfig) -> Result<GenRequest,
     if common.n.is_some_and(|n| n != 1) {
         return Err(ApiError::Invalid("n: only n=1 is supported".into()));
     }
-    let max_tokens = common
-        .max_completion_tokens
-        .or(common.max_tokens)
-        .unwrap_or(u64::from(DEFAULT_MAX_TOKENS));
-    if max_tokens == 0 || max_tokens > u64::from(cfg.max_model_len) {
-        let limit = cfg.max_model_len;
-        return Err(ApiError::Invalid(format!(
-            "max_tokens: must be from 1 to {limit}, got {max_tokens}"
-        )));
-    }
-    if let Some(min) = common.min_tokens
-        && min > max_tokens
-    {
-        return Err(ApiError::Invalid(format!(
-            "min_tokens: must be at most max_tokens ({max_tokens}), got {min}"
-        )));
-    }
+    let requested = common.max_completion_tokens.or(common.max_tokens);
+    let max_tokens = output_budget(
+        requested.unwrap_or(u64::from(DEFAULT_MAX_TOKENS)),
+        common.min_tokens,
+        ("max_tokens", "min_tokens"),
+        cfg,
+    )?;
     Ok(GenRequest {
         prompt,
-        max_tokens: max_tokens as u32,
+        max_tokens,
         stream: common.stream.unwrap_or(false),
         include_usage: common.stream_options.is_some_and(|o| o.include_usage),
     })
+}
+
+/// Checks a requested output length (from 1 to the context) and its minimum; `names` are
+/// the two fields' names in errors.
+pub(crate) fn output_budget(
+    max_tokens: u64,
+    min_tokens: Option<u64>,
+    names: (&str, &str),
+    cfg: &SimConfig,
+) -> Result<u32, ApiError> {
+    let (max_name, min_name) = names;
+    if max_tokens == 0 || max_tokens > u64::from(cfg.max_model_len) {
+        let limit = cfg.max_model_len;
+        return Err(ApiError::Invalid(format!(
+            "{max_name}: must be from 1 to {limit}, got {max_tokens}"
+        )));
+    }
+    if let Some(min) = min_tokens
+        && min > max_tokens
+    {
+        return Err(ApiError::Invalid(format!(
+            "{min_name}: must be at most {max_name} ({max_tokens}), got {min}"
+        )));
+    }
+    Ok(max_tokens as u32)
 }
 
 /// A `/tokenize` request: `prompt` text, or chat `messages`.

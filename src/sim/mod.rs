@@ -1,4 +1,4 @@
-//! The simulated OpenAI-compatible server: the default target of `tracebench replay --sim`
+//! The simulated OpenAI-compatible server (plus SGLang's native `/generate`): the default target of `tracebench replay --sim`
 //! and the test bench of tracebench itself. A library first: [`app`] builds the axum
 //! router, [`serve`] runs it on a listener until a shutdown future fires, and [`spawn`]
 //! starts one on `127.0.0.1:0` for tests. Timing is `fixed` (constant TTFT and ITL) or
@@ -13,6 +13,7 @@ pub mod faults;
 mod kv;
 mod metrics;
 mod server;
+mod sglang;
 mod sse;
 mod stream;
 
@@ -31,6 +32,7 @@ pub use config::*;
 pub use faults::{FaultKind, FaultRule, Trigger};
 pub use metrics::SimMetrics;
 pub use server::{SimError, SimState, app};
+pub use sglang::SGLANG_DEFAULT_MAX_NEW_TOKENS;
 
 /// After the shutdown signal, how long in-flight responses may go on before the server
 /// stops anyway (a 2-hour stream must not hold a Ctrl-C hostage).

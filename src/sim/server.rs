@@ -60,6 +60,7 @@ struct Inner {
     log: Option<Arc<ChunkLog>>,
     next_request: AtomicU64,
     word: Arc<str>,
+    word_id: u32,
     created: u64,
 }
 
@@ -86,7 +87,12 @@ impl SimState {
             )),
             super::TimingMode::Fixed => None,
         };
-        let word = pick_word(config.tokenizer.as_deref()).into();
+        let word: Arc<str> = pick_word(config.tokenizer.as_deref()).into();
+        let word_id = config
+            .tokenizer
+            .as_deref()
+            .and_then(|tok| tok.encode(&word).first().copied())
+            .unwrap_or(0);
         let created = super::chunk_log::unix_ns_now() / 1_000_000_000;
         let inner = Inner {
             config,
@@ -95,6 +101,7 @@ impl SimState {
             log: log.map(Arc::new),
             next_request: AtomicU64::new(0),
             word,
+            word_id,
             created,
         };
         Ok(SimState {
@@ -139,6 +146,7 @@ pub fn app(state: SimState) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/generate", post(sglang_generate))
         .route("/tokenize", post(tokenize))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -192,7 +200,16 @@ async fn completions(State(state): State<SimState>, headers: HeaderMap, body: By
     generate(state, &headers, Endpoint::Completion, &body).await
 }
 
-/// Both generation endpoints: validate, count, pick the fault, then stream or collect.
+/// SGLang's native `/generate` (see `sglang.rs`).
+async fn sglang_generate(
+    State(state): State<SimState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(state, &headers, Endpoint::Generate, &body).await
+}
+
+/// Every generation endpoint: validate, count, pick the fault, then stream or collect.
 async fn generate(
     state: SimState,
     headers: &HeaderMap,
@@ -204,6 +221,7 @@ async fn generate(
     let parsed = match endpoint {
         Endpoint::Chat => api::parse_chat(body, cfg),
         Endpoint::Completion => api::parse_completion(body, cfg),
+        Endpoint::Generate => super::sglang::parse_generate(body, cfg),
     };
     let request = match parsed {
         Ok(r) => r,
@@ -278,6 +296,7 @@ fn new_job(
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
+        Endpoint::Generate => "generate",
     };
     let id = format!("{prefix}-{n}");
     let client_request_id = headers
@@ -300,6 +319,7 @@ fn new_job(
         include_usage: request.include_usage,
         fault,
         word: state.inner.word.clone(),
+        word_id: state.inner.word_id,
         metrics: state.inner.metrics.clone(),
         log: state.inner.log.clone(),
         _running: fixed.then(|| RunningGuard::new(state.inner.metrics.clone())),

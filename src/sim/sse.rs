@@ -12,6 +12,8 @@ pub(crate) enum Endpoint {
     Chat,
     /// `/v1/completions`.
     Completion,
+    /// SGLang's `/generate` (its events are rendered in `sglang.rs`, never here).
+    Generate,
 }
 
 /// Token counts of a finished request, as `usage` reports them.
@@ -58,7 +60,7 @@ impl ChunkHeader {
         match (self.endpoint, stream) {
             (Endpoint::Chat, true) => "chat.completion.chunk",
             (Endpoint::Chat, false) => "chat.completion",
-            (Endpoint::Completion, _) => "text_completion",
+            (Endpoint::Completion | Endpoint::Generate, _) => "text_completion",
         }
     }
 
@@ -85,8 +87,8 @@ impl ChunkHeader {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({"index": 0, "delta": {"content": text},
                 "logprobs": null, "finish_reason": finish}),
-            Endpoint::Completion => json!({"index": 0, "text": text, "logprobs": null,
-                "finish_reason": finish, "stop_reason": null}),
+            Endpoint::Completion | Endpoint::Generate => json!({"index": 0, "text": text,
+                "logprobs": null, "finish_reason": finish, "stop_reason": null}),
         };
         event(&self.chunk(json!([choice])))
     }
@@ -104,8 +106,8 @@ impl ChunkHeader {
             Endpoint::Chat => json!({"index": 0,
                 "message": {"role": "assistant", "content": text},
                 "logprobs": null, "finish_reason": "length", "stop_reason": null}),
-            Endpoint::Completion => json!({"index": 0, "text": text, "logprobs": null,
-                "finish_reason": "length", "stop_reason": null}),
+            Endpoint::Completion | Endpoint::Generate => json!({"index": 0, "text": text,
+                "logprobs": null, "finish_reason": "length", "stop_reason": null}),
         };
         json!({
             "id": self.id,

@@ -20,6 +20,7 @@ use super::chunk_log::{ChunkKind, ChunkLog, ChunkRecord, unix_ns_now};
 use super::engine::TokenEvent;
 use super::faults::FaultKind;
 use super::metrics::SimMetrics;
+use super::sglang;
 use super::sse::{self, ChunkHeader, Endpoint, Usage};
 
 /// Where a request's tokens come from.
@@ -129,6 +130,8 @@ pub(crate) struct Job {
     pub(crate) fault: Option<FaultKind>,
     /// The text of every token.
     pub(crate) word: Arc<str>,
+    /// The token id of `word` (SGLang's `output_ids`; 0 without a tokenizer).
+    pub(crate) word_id: u32,
     /// Shared counters.
     pub(crate) metrics: Arc<SimMetrics>,
     /// Where chunk times go.
@@ -202,8 +205,14 @@ pub(crate) struct SseStream {
 impl SseStream {
     /// A stream for `job` fed by `source`.
     pub(crate) fn new(job: Job, source: TokenSource) -> Self {
-        let token_chunk = job.header.token_event(&job.word, false);
-        let last_chunk = job.header.token_event(&job.word, true);
+        // `/generate` renders each event when it is due (see `token_bytes`).
+        let (token_chunk, last_chunk) = match job.header.endpoint {
+            Endpoint::Generate => (Bytes::new(), Bytes::new()),
+            Endpoint::Chat | Endpoint::Completion => (
+                job.header.token_event(&job.word, false),
+                job.header.token_event(&job.word, true),
+            ),
+        };
         SseStream {
             job,
             source,
@@ -302,17 +311,25 @@ impl SseStream {
         }
         self.sent += 1;
         let last = self.sent == self.job.max_tokens;
-        let bytes = if last {
-            self.last_chunk.clone()
-        } else {
-            self.token_chunk.clone()
-        };
+        let bytes = self.token_bytes(last);
         self.pending
             .push_back(Frame::Data(ChunkKind::Token, self.sent, bytes));
         if self.source.is_fixed() {
             SimMetrics::add(&self.job.metrics.generation_tokens, 1);
         }
         Ok(())
+    }
+
+    /// The chunk of the token just counted in `sent`: pre-rendered for the OpenAI
+    /// endpoints, rendered now for `/generate` (whose events carry all the text so far).
+    fn token_bytes(&self, last: bool) -> Bytes {
+        match self.job.header.endpoint {
+            Endpoint::Generate => {
+                sglang::token_event(&self.job, self.sent, self.source.cached_tokens(), last)
+            }
+            Endpoint::Chat | Endpoint::Completion if last => self.last_chunk.clone(),
+            Endpoint::Chat | Endpoint::Completion => self.token_chunk.clone(),
+        }
     }
 
     /// The role chunk (chat) and the first-content delay fault.
@@ -424,10 +441,14 @@ pub(crate) async fn collect(job: Job, mut source: TokenSource) -> Response {
         SimMetrics::add(&job.metrics.generation_tokens, u64::from(job.max_tokens));
         SimMetrics::add(&job.metrics.requests_finished, 1);
     }
-    let text = job.word.repeat(job.max_tokens as usize);
-    let body = job
-        .header
-        .full_body(&text, job.usage(job.max_tokens, source.cached_tokens()));
+    let body = match job.header.endpoint {
+        Endpoint::Generate => sglang::full_body(&job, source.cached_tokens()),
+        Endpoint::Chat | Endpoint::Completion => {
+            let text = job.word.repeat(job.max_tokens as usize);
+            let usage = job.usage(job.max_tokens, source.cached_tokens());
+            job.header.full_body(&text, usage)
+        }
+    };
     job.log(ChunkKind::Done, job.max_tokens);
     axum::Json(body).into_response()
 }

@@ -12,6 +12,7 @@ mod report;
 mod sim;
 mod sim_bench;
 mod sim_faults;
+mod sim_generate;
 mod sim_timing;
 mod sse;
 mod sse_server;
