@@ -1,6 +1,6 @@
-"""The peers side by side (`run.py peers`): AIPerf and GuideLLM (and, with `--only sglang`,
-SGLang's bench_serving) replay the same Mooncake slice against the same pinned simulator as tracebench, and every client is
-judged by the same server-side figures, read from the simulator's chunk log alone (the
+"""The peers side by side (`run.py peers`): AIPerf, GuideLLM, inference-perf and (with
+`--only sglang`) SGLang's bench_serving replay the same Mooncake slice against the same
+pinned simulator as tracebench, and every client is judged by the same server-side figures, read from the simulator's chunk log alone (the
 peers send no request ids, so no per-request join):
 
   arrival rate   (n − 1) / (last − first `received`)
@@ -10,9 +10,11 @@ peers send no request ids, so no per-request join):
 and the client's own TTFT p50 / p99 as it reports it (its export file).
 
 Peers live in venvs under $TRACEBENCH_PEERS (default /root/.cache/tracebench/peers), made
-with Python 3.12 (`install()`); tokenizers come from a local folder, offline.
+with Python 3.12 (`install()`; $TRACEBENCH_PEERS_PYTHON, else `python3.12` if it runs, else
+pyenv's ~/.pyenv/versions/3.12*); tokenizers come from a local folder, offline.
 """
 
+import glob
 import json
 import math
 import os
@@ -24,10 +26,32 @@ import procs
 import truth
 
 PEERS_DIR = Path(os.environ.get("TRACEBENCH_PEERS", "/root/.cache/tracebench/peers"))
-PYTHON = os.environ.get("TRACEBENCH_PEERS_PYTHON", "python3.12")
-TOKENIZER_JSON = Path(os.environ.get(
-    "TRACEBENCH_PEERS_TOKENIZER", "/root/.cache/tracebench/tokenizers/qwen3/tokenizer.json"))
+TOKENIZER_CANDIDATES = ["/root/.cache/tracebench/tokenizers/qwen3/tokenizer.json",
+                        "/root/.cache/tracebench/llama/tokenizers/qwen3/tokenizer.json"]
 MOONCAKE_BLOCK = 512
+
+
+def python312():
+    """The interpreter the venvs are made with (a pyenv shim of a version that is not
+    selected fails, so each candidate is run once)."""
+    if os.environ.get("TRACEBENCH_PEERS_PYTHON"):
+        return os.environ["TRACEBENCH_PEERS_PYTHON"]
+    pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))
+    for candidate in ["python3.12"] + pyenv:
+        try:
+            if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+                return candidate
+        except OSError:
+            continue
+    return "python3.12"
+
+
+def tokenizer_json():
+    """The Qwen3 tokenizer.json ($TRACEBENCH_PEERS_TOKENIZER, else the first that exists)."""
+    if os.environ.get("TRACEBENCH_PEERS_TOKENIZER"):
+        return Path(os.environ["TRACEBENCH_PEERS_TOKENIZER"])
+    found = [Path(p) for p in TOKENIZER_CANDIDATES if Path(p).exists()]
+    return found[0] if found else Path(TOKENIZER_CANDIDATES[0])
 
 # What each peer's venv gets: SGLang without its dependencies (torch, kernels), plus what
 # its benchmark module imports.
@@ -40,13 +64,15 @@ INSTALL = {
                 "orjson", "pybase64", "datasets", "psutil", "starlette", "pyzmq", "IPython"]],
 }
 
-# SGLang's benchmark module, run without sglang/__init__.py (which imports torch) and with
-# the one constant it takes from the server package stubbed.
+# SGLang's benchmark module, run without the `__init__.py` of `sglang` and `sglang.srt.utils`
+# (both import torch; the benchmark needs only `sglang.srt.utils.network`, which does not)
+# and with the one constant it takes from the server package stubbed.
 SGLANG_SHIM = '''import importlib.util, runpy, sys, types
 from pathlib import Path
 site = Path(importlib.util.find_spec("aiohttp").origin).parent.parent
-pkg = types.ModuleType("sglang"); pkg.__path__ = [str(site / "sglang")]
-sys.modules["sglang"] = pkg
+for name in ["sglang", "sglang.srt", "sglang.srt.utils"]:
+    pkg = types.ModuleType(name); pkg.__path__ = [str(site.joinpath(*name.split(".")))]
+    sys.modules[name] = pkg
 stub = types.ModuleType("sglang.srt.disaggregation.utils")
 stub.FAKE_BOOTSTRAP_HOST = "2.2.2.2"
 sys.modules["sglang.srt.disaggregation.utils"] = stub
@@ -75,7 +101,8 @@ def install():
             status[peer] = None
             continue
         log = open(PEERS_DIR / f"{peer}.install.log", "w")
-        code = subprocess.run([PYTHON, "-m", "venv", str(venv)], stdout=log, stderr=log).returncode
+        code = subprocess.run([python312(), "-m", "venv", str(venv)], stdout=log,
+                              stderr=log).returncode
         for args in steps:
             if code == 0:
                 code = subprocess.run([str(venv / "bin" / "pip"), "install", "-q"] + args,
@@ -89,16 +116,36 @@ def tokenizer_dir():
     folder = PEERS_DIR / "tok-qwen3"
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "tokenizer.json").exists():
-        (folder / "tokenizer.json").write_bytes(TOKENIZER_JSON.read_bytes())
+        (folder / "tokenizer.json").write_bytes(tokenizer_json().read_bytes())
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG))
     return folder
 
 
-def write_slice(source, path, records, rate, mode, seconds=False):
-    """The slice as Mooncake JSONL, timestamps (integer ms) rescaled to `rate` (records /
-    duration, as tracebench's --target-rate); small mode caps inputs at 512 tokens (one
-    hash block); every output is capped at 32. `seconds`: timestamps in seconds (GuideLLM
-    reads Mooncake timestamps as seconds). Returns the scheduled offsets, seconds."""
+# bench_serving's Mooncake prompt is, per hash id, the id's digits then 128 × "hi" (not a
+# 512-token block), in a chat template with a fixed sentence: measured with the Qwen3
+# tokenizer, 21 tokens of overhead and ~134 per id (128 + the id's 5–6 digits + 1). Its
+# slice gets as many ids as make the record's input length (to within half an id).
+SGLANG_OVERHEAD_TOKENS = 21
+SGLANG_ID_TOKENS = 134
+
+
+def sglang_hash_ids(hash_ids, input_length):
+    """Hash ids whose bench_serving prompt has ~`input_length` tokens: each 512-token block
+    h becomes the ids 4h .. 4h+3 (so shared prefixes stay shared), as many as needed."""
+    count = max(1, round((input_length - SGLANG_OVERHEAD_TOKENS) / SGLANG_ID_TOKENS))
+    per_block = MOONCAKE_BLOCK // 128
+    last = len(hash_ids) - 1
+    return [hash_ids[min(i // per_block, last)] * per_block + i % per_block
+            for i in range(count)]
+
+
+def write_slice(source, path, records, rate, mode, style="ms"):
+    """The slice as Mooncake JSONL, timestamps rescaled to `rate` (records / duration, as
+    tracebench's --target-rate); small mode caps inputs at 512 tokens (one hash block);
+    every output is capped at 32. `style`: "ms" integer-ms timestamps (the trace's own);
+    "s" seconds (GuideLLM reads Mooncake timestamps as seconds); "sglang" fractional ms
+    and hash ids rewritten for bench_serving's prompt builder (`sglang_hash_ids`).
+    Returns the scheduled offsets, seconds."""
     with open(source) as f:
         rows = [json.loads(next(f)) for _ in range(records)]
     t0 = rows[0]["timestamp"]
@@ -107,12 +154,15 @@ def write_slice(source, path, records, rate, mode, seconds=False):
     with open(path, "w") as out:
         for row in rows:
             offsets.append((row["timestamp"] - t0) / 1000.0 * factor)
-            stamp = round(offsets[-1], 6) if seconds else round(offsets[-1] * 1000)
+            stamp = {"ms": round(offsets[-1] * 1000), "s": round(offsets[-1], 6),
+                     "sglang": round(offsets[-1] * 1000, 3)}[style]
             row = dict(row, timestamp=stamp,
                        output_length=min(row["output_length"], 32))
             if mode == "small":
                 row["input_length"] = min(row["input_length"], MOONCAKE_BLOCK)
                 row["hash_ids"] = row["hash_ids"][:1]
+            if style == "sglang":
+                row["hash_ids"] = sglang_hash_ids(row["hash_ids"], row["input_length"])
             out.write(json.dumps(row) + "\n")
     return offsets
 
@@ -170,28 +220,30 @@ def aiperf_ttft(out_dir):
     return None
 
 
-# TODO: SGLang's bench_serving replays Mooncake timestamps only with its native `sglang`
-# backend (POST /generate; with `sglang-oai-chat` its mooncake path crashes on a dict), and
-# the simulator serves only the OpenAI routes, so this runner fails by design today; it
-# stays for a server that has /generate. A fix: a /generate route in the simulator.
 def sglang_argv(base, slice_path, out_dir, records):
+    """bench_serving's Mooncake replay: only its native backend (`sglang`, POST /generate)
+    replays timestamps; slowdown 1 (the slice is already at the rate), one round per
+    record, no warm-up request (it would reach the server as an extra arrival)."""
     shim = PEERS_DIR / "sglang_shim.py"
     shim.write_text(SGLANG_SHIM)
-    return [str(PEERS_DIR / "sglang" / "bin" / "python"), str(shim), "--backend", "sglang-oai-chat",
+    return [str(PEERS_DIR / "sglang" / "bin" / "python"), str(shim), "--backend", "sglang",
             "--base-url", base, "--model", "tracebench-sim", "--tokenizer", str(tokenizer_dir()),
             "--dataset-name", "mooncake", "--dataset-path", str(slice_path),
             "--mooncake-slowdown-factor", "1", "--mooncake-num-rounds", "1",
-            "--num-prompts", str(records), "--output-file", str(Path(out_dir) / "sglang.jsonl"),
-            "--disable-tqdm"]
+            "--num-prompts", str(records), "--warmup-requests", "0",
+            "--output-file", str(Path(out_dir) / "sglang.jsonl"), "--disable-tqdm"]
 
 
 def sglang_ttft(out_dir):
-    """bench_serving's own TTFT p50/p99 (ms) from its output file."""
+    """bench_serving's own TTFT p50/p99 (ms) and mean prompt length (its tokenizer's count)
+    from its output file."""
     path = Path(out_dir) / "sglang.jsonl"
     if not path.exists():
         return None
     data = json.loads(path.read_text().splitlines()[-1])
-    return {"p50": data.get("median_ttft_ms"), "p99": data.get("p99_ttft_ms")}
+    mean_input = data.get("total_input_tokens", 0) / max(data.get("completed") or 1, 1)
+    return {"p50": data.get("median_ttft_ms"), "p99": data.get("p99_ttft_ms"),
+            "completed": data.get("completed"), "mean_input_tokens": mean_input}
 
 
 def guidellm_argv(base, slice_path, out_dir):
@@ -269,7 +321,7 @@ def run_peer(peer, mode, rate, work, binary, records):
     cell.mkdir(parents=True, exist_ok=True)
     slice_path = cell / "slice.jsonl"
     offsets = write_slice(run_trace(), slice_path, records, rate, mode,
-                          seconds=peer == "guidellm")
+                          style={"guidellm": "s", "sglang": "sglang"}.get(peer, "ms"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_HOME=str(hub_home()))
     (cell / "out").mkdir(exist_ok=True)
