@@ -1,13 +1,14 @@
-//! SSE parse throughput: the bare event reader, and the full per-response path (events,
-//! JSON chunk interpretation, timing) over a vLLM-shaped stream of 1,000 content chunks,
-//! fed whole and in 1 KiB and 64-byte reads.
+//! SSE parse throughput: the bare event reader, the JSON chunk interpretation alone, and
+//! the full per-response path (events, chunks, timing) over a vLLM-shaped stream of 1,000
+//! content chunks, fed whole and in 1 KiB and 64-byte reads.
 //!
-//! `cargo bench --bench sse_parse`; results in docs/PERFORMANCE.md (## Replay).
+//! `cargo bench --bench sse_parse`; results in docs/PERFORMANCE.md (## Parse throughput).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tracebench::client::{SseReader, StreamTimer};
+use tracebench::client::chunk::{ChunkReader, JsonPath, StreamItem};
+use tracebench::client::{SseEvent, SseReader, StreamTimer};
 
 /// Content chunks in the benchmark stream.
 const CHUNKS: usize = 1_000;
@@ -43,6 +44,24 @@ fn reader(bytes: &[u8], read: usize) -> usize {
     events.len()
 }
 
+/// The stream's events, read once, for timing the chunk interpretation alone.
+fn events(bytes: &[u8]) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    let _ = SseReader::default().feed(bytes, &mut events);
+    events
+}
+
+fn interpret(events: &[SseEvent], json: JsonPath) -> usize {
+    let mut chunks = ChunkReader::new(json);
+    let mut text = String::new();
+    let mut outputs = 0;
+    for event in events {
+        let item = chunks.interpret(event.borrowed(), &mut text);
+        outputs += usize::from(matches!(item, Ok(StreamItem::Chunk(c)) if c.has_output));
+    }
+    outputs
+}
+
 fn timer(bytes: &[u8], read: usize) -> usize {
     let mut timer = StreamTimer::new(64 << 20);
     let at = tokio::time::Instant::now();
@@ -68,6 +87,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("timer/{name}"), |b| {
             b.iter(|| timer(black_box(&bytes), read))
         });
+    }
+    let events = events(&bytes);
+    for (name, json) in [
+        ("chunk/fast", JsonPath::Fast),
+        ("chunk/serde", JsonPath::Serde),
+    ] {
+        group.bench_function(name, |b| b.iter(|| interpret(black_box(&events), json)));
     }
     group.finish();
 }

@@ -7,19 +7,51 @@
 //! Lines are decoded only once complete, so a UTF-8 character split across reads is kept
 //! whole. Invariant: how the input is split into reads never changes the events produced.
 
+use std::borrow::Cow;
+
 /// Default bound on one event's size (its pending line plus its data), bytes: 64 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The UTF-8 byte order mark, stripped once at the start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// One dispatched event.
+/// One dispatched event, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
     /// The `event:` field; `message` when the event did not set one.
     pub event: String,
     /// The `data` lines joined with `\n`.
     pub data: String,
+}
+
+/// One dispatched event, borrowed from the reader for the time of a callback: the hot path
+/// reads events without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// The `event:` field; `message` when the event did not set one.
+    pub event: &'a str,
+    /// The `data` lines joined with `\n`.
+    pub data: &'a str,
+}
+
+impl EventRef<'_> {
+    /// The event as owned strings.
+    pub fn to_event(self) -> SseEvent {
+        SseEvent {
+            event: self.event.to_string(),
+            data: self.data.to_string(),
+        }
+    }
+}
+
+impl SseEvent {
+    /// The event borrowed.
+    pub fn borrowed(&self) -> EventRef<'_> {
+        EventRef {
+            event: &self.event,
+            data: &self.data,
+        }
+    }
 }
 
 /// Errors of the event stream itself.
@@ -33,19 +65,26 @@ pub enum SseError {
     },
 }
 
-/// The incremental reader. Feed it reads with [`SseReader::feed`].
+/// The incremental reader. Feed it reads with [`SseReader::feed`] or, without an allocation
+/// per event, [`SseReader::feed_each`].
+///
+/// Lines and fields are kept as raw bytes and decoded (lossy UTF-8) once per event: line
+/// ends and `:` are ASCII, so decoding the joined bytes gives the same text as decoding each
+/// line. Sizes count raw bytes.
 #[derive(Debug)]
 pub struct SseReader {
-    /// Bytes of the current, incomplete line.
+    /// Bytes of the current, incomplete line (empty while lines are read in place).
     line: Vec<u8>,
     /// The previous read ended on CR: a leading LF of the next read belongs to it.
     after_cr: bool,
     /// Still looking for a BOM at the start of the stream.
     at_start: bool,
-    /// `event:` of the event being built.
-    event: Option<String>,
+    /// `event:` of the event being built, when `has_event`.
+    event: Vec<u8>,
+    /// Whether an `event:` line was seen for the event being built.
+    has_event: bool,
     /// `data` of the event being built, each line followed by `\n`.
-    data: String,
+    data: Vec<u8>,
     /// Whether any `data` line was seen for the event being built.
     has_data: bool,
     /// Bound on `line.len() + data.len()`, bytes.
@@ -65,15 +104,26 @@ impl SseReader {
             line: Vec::new(),
             after_cr: false,
             at_start: true,
-            event: None,
-            data: String::new(),
+            event: Vec::new(),
+            has_event: false,
+            data: Vec::new(),
             has_data: false,
             max_event_bytes,
         }
     }
 
     /// Consumes one read, appending every event it completes to `out`.
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.feed_each(bytes, |event| out.push(event.to_event()))
+    }
+
+    /// Consumes one read, calling `on_event` with every event it completes, in order. On an
+    /// error the events completed before it have been passed on.
+    pub fn feed_each(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_event: impl FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
         if self.at_start {
             bytes = self.strip_bom(bytes);
         }
@@ -86,16 +136,18 @@ impl SseReader {
 
         // Complete lines: everything up to each CR or LF.
         while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
-            self.line.extend_from_slice(&bytes[..end]);
-            self.check_size()?;
-            self.end_line(out);
-            let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
-            self.after_cr = bytes[end] == b'\r' && end + 1 == bytes.len();
-            bytes = &bytes[end + if crlf { 2 } else { 1 }..];
+            let rest = &bytes[end + line_end_len(bytes, end)..];
+            if let Some(after) = self.one_line_event(&bytes[..end], rest, &mut on_event)? {
+                bytes = after;
+                continue;
+            }
+            self.complete_line(&bytes[..end], &mut on_event)?;
+            self.after_cr = bytes[end] == b'\r' && rest.is_empty();
+            bytes = rest;
         }
 
         self.line.extend_from_slice(bytes);
-        self.check_size()
+        self.check_size(0)
     }
 
     /// Bytes received but not part of a dispatched event (an event cut by the stream end).
@@ -122,8 +174,38 @@ impl SseReader {
         bytes
     }
 
-    fn check_size(&self) -> Result<(), SseError> {
-        if self.line.len() + self.data.len() > self.max_event_bytes {
+    /// The common event, one `data` line and a blank line both inside this read with nothing
+    /// pending, passed on straight from the read's bytes (no copy). Gives the bytes after
+    /// it, or `None` when the line is not such an event.
+    fn one_line_event<'b>(
+        &mut self,
+        line: &[u8],
+        rest: &'b [u8],
+        on_event: &mut impl FnMut(EventRef<'_>),
+    ) -> Result<Option<&'b [u8]>, SseError> {
+        if !self.line.is_empty() || self.has_data {
+            return Ok(None);
+        }
+        let blank = match rest {
+            [b'\r', b'\n', ..] => 2,
+            [b'\n' | b'\r', ..] => 1,
+            _ => return Ok(None),
+        };
+        let Some(value) = line.strip_prefix(b"data").and_then(data_value) else {
+            return Ok(None);
+        };
+
+        self.check_size(line.len())?;
+        let has_event = std::mem::take(&mut self.has_event);
+        emit(has_event.then_some(&self.event[..]), value, on_event);
+        self.event.clear();
+        self.after_cr = rest[0] == b'\r' && rest.len() == 1;
+        Ok(Some(&rest[blank..]))
+    }
+
+    /// Fails when the pending line, `extra_bytes` more of it and the data exceed the bound.
+    fn check_size(&self, extra_bytes: usize) -> Result<(), SseError> {
+        if self.line.len() + extra_bytes + self.data.len() > self.max_event_bytes {
             return Err(SseError::EventTooLarge {
                 max_bytes: self.max_event_bytes,
             });
@@ -131,51 +213,113 @@ impl SseReader {
         Ok(())
     }
 
-    /// Interprets the completed line held in `self.line`.
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            self.dispatch(out);
-        } else if line[0] != b':' {
-            let text = String::from_utf8_lossy(&line);
-            let (field, value) = match text.split_once(':') {
-                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-                None => (text.as_ref(), ""),
-            };
-            self.apply_field(field, value);
+    /// A line end after `tail`: the line is `tail` itself when nothing is pending (no copy),
+    /// else the pending bytes followed by `tail`.
+    fn complete_line(
+        &mut self,
+        tail: &[u8],
+        on_event: &mut impl FnMut(EventRef<'_>),
+    ) -> Result<(), SseError> {
+        self.check_size(tail.len())?;
+        if self.line.is_empty() {
+            self.end_line(tail, on_event);
+            return Ok(());
         }
+
+        let mut line = std::mem::take(&mut self.line);
+        line.extend_from_slice(tail);
+        self.end_line(&line, on_event);
+        line.clear();
         self.line = line;
-        self.line.clear();
+        Ok(())
     }
 
-    fn apply_field(&mut self, field: &str, value: &str) {
+    /// Interprets one complete line.
+    fn end_line(&mut self, line: &[u8], on_event: &mut impl FnMut(EventRef<'_>)) {
+        if line.is_empty() {
+            self.dispatch(on_event);
+            return;
+        }
+        if line[0] == b':' {
+            return;
+        }
+
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
+        };
+        self.apply_field(field, value);
+    }
+
+    fn apply_field(&mut self, field: &[u8], value: &[u8]) {
         match field {
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
                 self.has_data = true;
             }
-            "event" => self.event = Some(value.to_string()),
+            b"event" => {
+                self.event.clear();
+                self.event.extend_from_slice(value);
+                self.has_event = true;
+            }
             // `id` and `retry` matter to reconnecting browsers, not to one request.
             _ => {}
         }
     }
 
-    /// A blank line: emits the event being built, if it has data.
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
-        let event = self.event.take();
-        if !self.has_data {
-            return;
+    /// A blank line: passes on the event being built, if it has data, and resets it.
+    fn dispatch(&mut self, on_event: &mut impl FnMut(EventRef<'_>)) {
+        let has_event = std::mem::take(&mut self.has_event);
+        if std::mem::take(&mut self.has_data) {
+            // Without the final `\n`.
+            let data = &self.data[..self.data.len() - 1];
+            emit(has_event.then_some(&self.event[..]), data, on_event);
         }
-        self.has_data = false;
-        // Copy out without the final `\n` and keep the buffer's capacity for the next event:
-        // one allocation per event instead of an allocation and a regrowth.
-        let data = self.data[..self.data.len() - 1].to_string();
         self.data.clear();
-        out.push(SseEvent {
-            event: event.unwrap_or_else(|| "message".to_string()),
-            data,
-        });
+        self.event.clear();
+    }
+}
+
+/// The length of the line end at `bytes[end]`: 2 for CRLF, else 1.
+fn line_end_len(bytes: &[u8], end: usize) -> usize {
+    match bytes[end..] {
+        [b'\r', b'\n', ..] => 2,
+        _ => 1,
+    }
+}
+
+/// The value of a line after its field name `data`: `None` when the name goes on.
+fn data_value(after_name: &[u8]) -> Option<&[u8]> {
+    match after_name {
+        [] => Some(after_name),
+        [b':', b' ', value @ ..] | [b':', value @ ..] => Some(value),
+        _ => None,
+    }
+}
+
+/// Passes on one event: its type (`message` when `None`) and data, decoded.
+fn emit(event: Option<&[u8]>, data: &[u8], on_event: &mut impl FnMut(EventRef<'_>)) {
+    let data = lossy_utf8(data);
+    let event = match event {
+        Some(event) => lossy_utf8(event),
+        None => Cow::Borrowed("message"),
+    };
+    on_event(EventRef {
+        event: &event,
+        data: &data,
+    });
+}
+
+/// The text of `bytes`, invalid UTF-8 replaced: borrowed when valid. `str::from_utf8`
+/// checks ASCII a word at a time, `String::from_utf8_lossy` a byte at a time.
+fn lossy_utf8(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -318,6 +462,72 @@ mod tests {
             }
             bytes
         })
+    }
+
+    /// The event-stream rules written plainly over the whole input, one line decoded at a
+    /// time: the reference the incremental reader is checked against.
+    fn reference(input: &[u8]) -> Vec<SseEvent> {
+        let mut rest = input.strip_prefix(BOM).unwrap_or(input);
+        let (mut events, mut event, mut data) = (Vec::new(), None, None::<String>);
+        while let Some(end) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let line = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let crlf = rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n');
+            rest = &rest[end + if crlf { 2 } else { 1 }..];
+            if line.is_empty() {
+                let name: Option<String> = event.take();
+                if let Some(data) = data.take() {
+                    let event = name.unwrap_or_else(|| "message".to_string());
+                    events.push(SseEvent { event, data });
+                }
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "data" => match data.as_mut() {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(value);
+                    }
+                    None => data = Some(value.to_string()),
+                },
+                "event" => event = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_as_when_decoding_each_line() {
+        let input = b"data: a\xff\ndata: \xe6\x97\n\xa5b\n\n";
+        let events = parse_whole(input);
+        assert_eq!(events, vec![data("a\u{fffd}\n\u{fffd}")]);
+        assert_eq!(events, reference(input));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_reference_events(
+            input in stream_strategy(),
+            bom in any::<bool>(),
+            mut cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let input = if bom { [BOM, input.as_slice()].concat() } else { input };
+            cuts.sort_unstable();
+            prop_assert_eq!(parse_split(&input, &cuts), reference(&input));
+        }
+
+        #[test]
+        fn arbitrary_bytes_give_the_reference_events(
+            input in proptest::collection::vec(
+                prop_oneof![any::<u8>(), Just(b'\n'), Just(b':'), Just(b'd')], 0..256),
+            cut in 0usize..256,
+        ) {
+            prop_assert_eq!(parse_split(&input, &[cut]), reference(&input));
+        }
     }
 
     proptest! {
