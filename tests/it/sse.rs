@@ -138,6 +138,30 @@ async fn sse_html_200_is_a_protocol_error() {
 }
 
 #[tokio::test]
+async fn sse_json_error_body_with_status_200_is_in_band() {
+    let bodies = [
+        r#"{"error":{"message":"context length exceeded","code":400}}"#,
+        "{\n  \"object\": \"error\",\n  \"message\": \"context length exceeded\"\n}\n",
+    ];
+    for body in bodies {
+        let script = Script {
+            status: 200,
+            content_type: "application/json",
+            head_delay: Duration::ZERO,
+            steps: vec![Step::Bytes(body.as_bytes().to_vec())],
+        };
+        let ex = exchange(script).await;
+        assert_eq!(ex.result.outcome, Outcome::InBand, "{body}");
+        assert_eq!(
+            ex.result.error.as_deref(),
+            Some("context length exceeded"),
+            "{body}"
+        );
+        assert!(ex.result.chunk_times.is_empty());
+    }
+}
+
+#[tokio::test]
 async fn sse_http_errors_with_and_without_body() {
     for status in [429, 500, 503] {
         let with_body = Script {
