@@ -17,6 +17,7 @@ use crate::prompt::{
     DEFAULT_TOKENIZER, Prompt, PromptBuilder, PromptError, PromptMode, Tokenizer, for_each_mapped,
     load_tokenizer_spec, sample_indexes,
 };
+use crate::replay::output;
 use crate::trace::TraceRecord;
 
 /// How prompts are made: the flags `prompts` and `replay` share.
@@ -34,7 +35,12 @@ pub struct PromptArgs {
     pub tokenizer: String,
 
     /// Seed of every random choice; the same trace, tokenizer and seed give the same bytes.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub seed: u64,
 
     /// Send token ids instead of text (completions API only): no text round trip at all.
@@ -72,20 +78,35 @@ pub struct PromptsArgs {
     #[command(flatten)]
     pub prompt: PromptArgs,
 
-    /// Where to write the prompts (JSONL, one object per record).
+    /// Where to write the prompts (JSONL, one object per record); an existing file is
+    /// refused unless --force.
     #[arg(long, value_name = "FILE.jsonl")]
     pub output: PathBuf,
 
+    /// Overwrite an existing --output file.
+    #[arg(long)]
+    pub force: bool,
+
     /// Chat template overhead to leave out of every prompt, tokens (replay measures it).
-    #[arg(long, value_name = "TOKENS", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub overhead_tokens: u32,
 
     /// Threads building prompts (default: all cores); the output does not depend on it.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub threads: Option<usize>,
 
     /// Re-encode a seeded sample of N prompts and fail if any has another length.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub verify: usize,
 }
 
@@ -148,6 +169,7 @@ struct Tally {
 
 /// Runs `tracebench prompts`.
 pub fn run(args: PromptsArgs) -> anyhow::Result<ExitCode> {
+    output::check_new_file(&args.output, "--output", args.force)?;
     let trace = args.input.load()?;
     let tokenizer = args.prompt.tokenizer(None)?;
     let builder = args.prompt.builder(tokenizer, &trace.records)?;

@@ -21,15 +21,17 @@ use super::prompts::PromptArgs;
 use super::sim::SimReplayArgs;
 use super::trace_input::{PreparedTrace, TraceInputArgs};
 use crate::client::{
-    Api, ApiKey, Client, ClientConfig, DEFAULT_MAX_EVENT_BYTES, Endpoint, PromptBody,
+    Api, ApiKey, Client, ClientConfig, ClientError, DEFAULT_MAX_EVENT_BYTES, Endpoint, PromptBody,
 };
 use crate::metrics::Summary;
 use crate::prompt::Tokenizer;
 use crate::replay::calibrate::{self, Calibration};
-use crate::replay::output;
+use crate::replay::output::{self, PreparedDir};
 use crate::replay::prompts::BuilderPrompts;
 use crate::replay::{DispatchInput, DispatchOptions, Pacer, RunSetup};
-use crate::report::{GoodputSlo, GoodputTerm, RunInfo, SCHEMA_VERSION, parse_goodput_term};
+use crate::report::{
+    GoodputSlo, GoodputTerm, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION, parse_goodput_term,
+};
 use crate::schedule::{self, Arrivals, Plan, PlanOptions, SessionMode};
 use crate::trace::TraceRecord;
 
@@ -103,19 +105,24 @@ pub struct TargetArgs {
     pub no_calibrate: bool,
 
     /// Limit on establishing a connection, seconds.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
     pub connect_timeout: f64,
 
     /// Limit from the send to the first output token, seconds (default: none).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub first_token_timeout: Option<f64>,
 
     /// Limit on a whole request, seconds (default: none).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub timeout: Option<f64>,
 
     /// Largest SSE event accepted, bytes; a larger one fails the request as a protocol error.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES, allow_negative_numbers = true)]
     pub max_event_bytes: usize,
 }
 
@@ -123,11 +130,17 @@ pub struct TargetArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Replace the trace's timestamps by synthetic arrivals at R requests/s (inf: all at once).
-    #[arg(long, value_name = "R", conflicts_with = "concurrency")]
+    #[arg(
+        long,
+        value_name = "R",
+        conflicts_with = "concurrency",
+        allow_negative_numbers = true
+    )]
     pub request_rate: Option<f64>,
 
     /// Gamma shape of synthetic gaps: 1 is Poisson, below 1 burstier.
     #[arg(
+        allow_negative_numbers = true,
         long,
         value_name = "B",
         default_value_t = 1.0,
@@ -136,12 +149,12 @@ pub struct LoadArgs {
     pub burstiness: f64,
 
     /// Closed loop: N requests in flight, each slot sending the next as the last finishes.
-    #[arg(long, value_name = "N", conflicts_with = "max_concurrency",
+    #[arg(long, value_name = "N", conflicts_with = "max_concurrency", allow_negative_numbers = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: Option<usize>,
 
     /// Cap on requests in flight; requests over it wait in order (their wait is recorded).
-    #[arg(long, value_name = "N",
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrency: Option<usize>,
 
@@ -151,24 +164,44 @@ pub struct LoadArgs {
     pub sessions: Option<SessionMode>,
 
     /// Cap on the think time of --sessions think, seconds.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 60.0,
+        allow_negative_numbers = true
+    )]
     pub max_think: f64,
 
     /// Prompts built ahead of the send loop.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 256,
+        allow_negative_numbers = true
+    )]
     pub lookahead: usize,
 
     /// After Ctrl-C, how long requests in flight may finish before they are cancelled, s.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
     pub grace: f64,
 }
 
 /// What is written.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OutputArgs {
-    /// Output directory (default: a new time-stamped folder under tracebench-out/).
+    /// Output directory (default: a new time-stamped folder under tracebench-out/). One
+    /// that already holds a run is refused unless --force.
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
+
+    /// Overwrite the run already in --output DIR.
+    #[arg(long)]
+    pub force: bool,
 
     /// No progress bars (they are off anyway when stdout is not a terminal).
     #[arg(long)]
@@ -177,7 +210,7 @@ pub struct OutputArgs {
     /// Exit with code 1 when more than this share (0–1) of sent requests failed. Without
     /// it, a run exits 1 only when every sent request failed (`--max-failed-ratio 1` allows
     /// even that).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
     pub max_failed_ratio: Option<f64>,
 
     /// Also write the seed's raw result format to FILE.
@@ -200,18 +233,48 @@ pub struct ReplayReport {
     pub partial: bool,
 }
 
-/// Runs `tracebench replay`.
+/// Runs `tracebench replay`: every flag checked and the trace loaded before the output
+/// directory is made, so a usage error leaves nothing behind.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    check_args(&args)?;
+    output::check_unused(args.out.output.as_deref(), args.out.force)?;
+    let trace = args.trace.load()?;
+    let plan = make_plan(&trace.records, &args.load, args.prompt.seed)?;
+
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let dir = output::prepare_dir(args.out.output.as_deref())?;
+        let dir = output::prepare_dir(args.out.output.as_deref(), args.out.force)?;
         let stop = CancellationToken::new();
         crate::replay::stop_on_signals(stop.clone(), secs("--grace", args.load.grace)?);
-        let report = replay_once(&args, &dir, stop).await?;
+        let report = replay_once(&args, trace, plan, &dir, stop).await?;
         print!("{}", crate::report::console::render(&report.summary));
         eprintln!("results in {}", report.dir.display());
         Ok(ExitCode::from(exit_code(&args.out, &report)))
     })
+}
+
+/// Every check of the flags that needs neither the trace nor the server.
+pub fn check_args(args: &ReplayArgs) -> anyhow::Result<()> {
+    check_prompt_api(args)?;
+    args.trace.timeline_options()?;
+    let target = &args.target;
+    if let Some(url) = &target.base_url {
+        Endpoint::parse(url)?;
+    }
+    extra_body(target)?;
+    secs("--connect-timeout", target.connect_timeout)?;
+    opt_secs("--first-token-timeout", target.first_token_timeout)?;
+    opt_secs("--timeout", target.timeout)?;
+
+    let load = &args.load;
+    secs("--max-think", load.max_think)?;
+    secs("--grace", load.grace)?;
+    if let Some(ratio) = args.out.max_failed_ratio
+        && !(0.0..=1.0).contains(&ratio)
+    {
+        anyhow::bail!("--max-failed-ratio {ratio}: expected a share from 0 to 1");
+    }
+    Ok(())
 }
 
 /// Without `--max-failed-ratio`, the failed share above which a run exits 1: just under
@@ -230,15 +293,30 @@ pub fn exit_code(out: &OutputArgs, report: &ReplayReport) -> u8 {
     }
 }
 
-/// One replay into `dir` (already prepared), without the console report.
+/// One replay of `trace` by `plan` into `dir` (already prepared), without the console
+/// report. If it fails before writing anything, a `dir` it made is removed again.
 pub async fn replay_once(
     args: &ReplayArgs,
+    trace: PreparedTrace,
+    plan: Plan,
+    dir: &PreparedDir,
+    stop: CancellationToken,
+) -> anyhow::Result<ReplayReport> {
+    let report = replay_into(args, trace, plan, &dir.path, stop).await;
+    if report.is_err() {
+        dir.discard_if_empty();
+    }
+    report
+}
+
+async fn replay_into(
+    args: &ReplayArgs,
+    prepared: PreparedTrace,
+    plan: Plan,
     dir: &Path,
     stop: CancellationToken,
 ) -> anyhow::Result<ReplayReport> {
     raise_open_files_limit();
-    check_prompt_api(args)?;
-    let prepared = args.trace.load()?;
     let (sim, base_url) = start_target(args)?;
     let client = build_client(&args.target, &base_url).await?;
     let tokenizer = args.prompt.tokenizer(Some(&client.config().model))?;
@@ -246,7 +324,6 @@ pub async fn replay_once(
     let calibration = run_calibration(&args.target, &client, &builder).await;
     eprintln!("{}", calibration.describe());
 
-    let plan = make_plan(&prepared.records, &args.load, args.prompt.seed)?;
     let run_info = run_info(
         args,
         &prepared,
@@ -308,31 +385,81 @@ fn start_target(args: &ReplayArgs) -> anyhow::Result<(Option<crate::sim::SimHand
     Ok((Some(sim), url))
 }
 
-async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Client> {
-    let extra_body = match &target.extra_body {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
-                .with_context(|| format!("--extra-body {text:?}: expected a JSON object"))?,
-        ),
+/// `--extra-body`, parsed.
+fn extra_body(
+    target: &TargetArgs,
+) -> anyhow::Result<Option<serde_json::Map<String, serde_json::Value>>> {
+    let Some(text) = &target.extra_body else {
+        return Ok(None);
     };
+    let body = serde_json::from_str(text)
+        .with_context(|| format!("--extra-body {text:?}: expected a JSON object"))?;
+    Ok(Some(body))
+}
+
+async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Client> {
     let mut config = ClientConfig {
         endpoint: Endpoint::parse(base_url)?,
         api: target.api,
         model: target.model.clone().unwrap_or_default(),
         headers: target.headers.clone(),
         api_key: ApiKey::from_env(&target.api_key_env),
-        extra_body,
+        extra_body: extra_body(target)?,
         connect_timeout: secs("--connect-timeout", target.connect_timeout)?,
         first_token_timeout: opt_secs("--first-token-timeout", target.first_token_timeout)?,
         total_timeout: opt_secs("--timeout", target.timeout)?,
         max_event_bytes: target.max_event_bytes,
     };
     if target.model.is_none() {
-        config.model = Client::new(config.clone())?.first_model().await?;
+        let client = Client::new(config.clone())?;
+        config.model = match client.first_model().await {
+            Ok(model) => model,
+            Err(err) => return Err(unreachable_or(err, &client).await),
+        };
         tracing::info!("model: {}", config.model);
     }
     Ok(Client::new(config)?)
+}
+
+/// The server's address could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("the server is not reachable at {url}: {cause}")]
+pub struct Unreachable {
+    /// The server root, credentials hidden.
+    pub url: String,
+    /// Why the connection failed.
+    pub cause: std::io::Error,
+}
+
+/// Classifies a failed `GET /v1/models`: when a plain TCP connection to the server's
+/// address fails too, the server is not reachable (and `--model` would not help), so the
+/// error says that with the connection's own error; otherwise it is `err` as it is.
+async fn unreachable_or(err: ClientError, client: &Client) -> anyhow::Error {
+    let config = client.config();
+    match tcp_connect(&config.endpoint.root, config.connect_timeout).await {
+        Err(cause) => Unreachable {
+            url: config.endpoint.shown(),
+            cause,
+        }
+        .into(),
+        Ok(()) => err.into(),
+    }
+}
+
+/// Opens (and closes) one TCP connection to the host and port of `url`.
+async fn tcp_connect(url: &str, timeout: Duration) -> std::io::Result<()> {
+    let parsed = reqwest::Url::parse(url).map_err(std::io::Error::other)?;
+    let host = parsed.host_str().unwrap_or_default();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connect = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(stream) => stream.map(drop),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {timeout:?} (--connect-timeout)"),
+        )),
+    }
 }
 
 /// `--prompt-as-tokens` sends token ids, which only `/v1/completions` accepts.
@@ -449,6 +576,7 @@ fn run_info(
         max_concurrency: load.concurrency.or(load.max_concurrency),
         calibration: serde_json::to_value(calibration).ok(),
         config: json!({
+            PLANNED_REQUESTS_KEY: plan.entries.len(),
             "trace": prepared.summary(),
             "api": target.api,
             "headers": target.headers.iter().map(|h| h.split(':').next()).collect::<Vec<_>>(),

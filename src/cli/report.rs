@@ -1,17 +1,20 @@
 //! `tracebench report`, `compare` and `sweep`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::replay::{ReplayArgs, ReplayReport, exit_code, replay_once};
+use super::replay::{ReplayArgs, ReplayReport, check_args, exit_code, make_plan, replay_once};
+use super::trace_input::PreparedTrace;
 use crate::replay::output;
-
 use crate::report::{self, GoodputSlo, GoodputTerm, parse_goodput_term, rebuild};
+use crate::schedule::Plan;
+
+/// The sweep's page, in its folder.
+const SWEEP_HTML: &str = "sweep.html";
 
 /// Rebuild a run's reports.
 #[derive(Debug, clap::Args)]
@@ -50,13 +53,19 @@ pub struct SweepArgs {
         long,
         value_delimiter = ',',
         value_name = "F,F,...",
+        allow_hyphen_values = true,
         required_unless_present = "target_rates",
         conflicts_with = "target_rates"
     )]
     pub time_scales: Vec<f64>,
 
     /// Mean arrival rates to replay at (requests/s, the trace's shape kept), in order.
-    #[arg(long, value_delimiter = ',', value_name = "R,R,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "R,R,...",
+        allow_hyphen_values = true
+    )]
     pub target_rates: Vec<f64>,
 }
 
@@ -67,6 +76,15 @@ pub fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let rebuilt = rebuild::read_run(&args.dir, goodput)?;
     if rebuilt.truncated_tail {
         tracing::warn!("requests.jsonl: the last line was cut short (killed run?) and was dropped");
+    }
+    if rebuilt.unrecorded > 0 {
+        let recorded = rebuilt.records.len();
+        tracing::warn!(
+            "{} requests planned, {recorded} finished (requests.jsonl): the run did not end; \
+             the {} without a record are counted as skipped",
+            recorded + rebuilt.unrecorded,
+            rebuilt.unrecorded
+        );
     }
 
     let summary =
@@ -139,27 +157,76 @@ impl SweepLevel {
 
 /// Runs `tracebench sweep`: one replay per level, each saved in its own sub-directory as
 /// soon as it ends, then the sweep table on stdout and `sweep.html` in the sweep's folder.
+/// Every level's flags, its directory and the trace are checked before anything is made.
 pub fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let levels = sweep_levels(&args)?;
+    let base = &args.replay;
+    check_args(base)?;
+    let root = base.out.output.as_deref();
+    check_sweep_unused(root, &levels, base.out.force)?;
+    let trace = base.trace.read()?;
+    let mut planned = Vec::new();
+    for &level in &levels {
+        let args = level.apply(base);
+        let prepared = args.trace.reshape(trace.clone())?;
+        let plan = make_plan(&prepared.records, &args.load, args.prompt.seed)?;
+        planned.push((level, args, prepared, plan));
+    }
+
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     runtime.block_on(async {
-        let root = output::prepare_dir(args.replay.out.output.as_deref())?;
+        let root = output::prepare_dir(root, base.out.force)?;
         let stop = CancellationToken::new();
-        let grace = Duration::try_from_secs_f64(args.replay.load.grace)
-            .with_context(|| format!("--grace {}: expected seconds", args.replay.load.grace))?;
+        let grace = Duration::try_from_secs_f64(base.load.grace)
+            .with_context(|| format!("--grace {}: expected seconds", base.load.grace))?;
         crate::replay::stop_on_signals(stop.clone(), grace);
 
         let mut runs = Vec::new();
-        for level in levels {
-            let report = sweep_one(&args.replay, level, &root, stop.clone()).await?;
+        for (level, args, prepared, plan) in planned {
+            let run = LevelRun {
+                level,
+                args: &args,
+                trace: prepared,
+                plan,
+            };
+            let report = match sweep_one(run, &root.path, stop.clone()).await {
+                Ok(report) => report,
+                Err(err) => {
+                    root.discard_if_empty();
+                    return Err(err);
+                }
+            };
             let stopped = report.partial;
             runs.push((level.label(), report));
             if stopped {
                 break;
             }
         }
-        finish_sweep(&args.replay, &root, &runs)
+        finish_sweep(base, &root.path, &runs)
     })
+}
+
+/// Refuses a sweep folder holding an earlier sweep (`sweep.html`) or a level directory
+/// holding a run, unless `force`. Creates nothing.
+fn check_sweep_unused(
+    root: Option<&Path>,
+    levels: &[SweepLevel],
+    force: bool,
+) -> anyhow::Result<()> {
+    let Some(root) = root else {
+        return Ok(());
+    };
+    if root.join(SWEEP_HTML).exists() && !force {
+        anyhow::bail!(
+            "output directory {} already holds a sweep ({SWEEP_HTML}): pass --force to \
+             overwrite it, or choose another --output DIR",
+            root.display()
+        );
+    }
+    for level in levels {
+        output::check_unused(Some(&root.join(level.dir_name())), force)?;
+    }
+    Ok(())
 }
 
 fn sweep_levels(args: &SweepArgs) -> anyhow::Result<Vec<SweepLevel>> {
@@ -191,17 +258,25 @@ fn sweep_levels(args: &SweepArgs) -> anyhow::Result<Vec<SweepLevel>> {
     Ok(levels)
 }
 
+/// One level of a sweep, ready to run.
+struct LevelRun<'a> {
+    level: SweepLevel,
+    args: &'a ReplayArgs,
+    trace: PreparedTrace,
+    plan: Plan,
+}
+
 /// Replays one level into its sub-directory and prints its console report.
 async fn sweep_one(
-    base: &ReplayArgs,
-    level: SweepLevel,
-    root: &std::path::Path,
+    run: LevelRun<'_>,
+    root: &Path,
     stop: CancellationToken,
 ) -> anyhow::Result<ReplayReport> {
-    let dir = output::prepare_dir(Some(&root.join(level.dir_name())))?;
-    eprintln!("== sweep: {} → {}", level.label(), dir.display());
-    let report = replay_once(&level.apply(base), &dir, stop).await?;
-    println!("== {}", level.label());
+    let dir_path = root.join(run.level.dir_name());
+    let dir = output::prepare_dir(Some(&dir_path), run.args.out.force)?;
+    eprintln!("== sweep: {} → {}", run.level.label(), dir.path.display());
+    let report = replay_once(run.args, run.trace, run.plan, &dir, stop).await?;
+    println!("== {}", run.level.label());
     print!("{}", report::console::render(&report.summary));
     Ok(report)
 }
@@ -209,7 +284,7 @@ async fn sweep_one(
 /// The sweep table, `sweep.html`, and the exit code.
 fn finish_sweep(
     base: &ReplayArgs,
-    root: &std::path::Path,
+    root: &Path,
     runs: &[(String, ReplayReport)],
 ) -> anyhow::Result<ExitCode> {
     let rows: Vec<report::sweep::SweepRun<'_>> = runs
@@ -218,7 +293,7 @@ fn finish_sweep(
         .collect();
     println!("{}", report::sweep::table(&rows));
     let title = format!("tracebench sweep of {}", base.trace.trace);
-    report::sweep::write_html(&root.join("sweep.html"), &title, &rows)?;
+    report::sweep::write_html(&root.join(SWEEP_HTML), &title, &rows)?;
     eprintln!("sweep results in {}", root.display());
 
     let code = runs

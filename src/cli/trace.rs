@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
+use super::trace_input::{TraceCacheArgs, TraceReadArgs};
+use crate::replay::output;
 use crate::trace::stats::TraceStats;
-use crate::trace::{self, LoadOptions, LoadReport, OnInvalid, TraceFormat};
+use crate::trace::{self, LoadReport, TraceFormat};
 use crate::tracetools::catalog::KNOWN_TRACES;
-use crate::tracetools::fetch::{self, FetchOptions};
+use crate::tracetools::fetch;
 use crate::tracetools::synth::{self, ArrivalKind, Extent, LengthDist, Lengths, SynthParams};
 use crate::tracetools::{catalog, convert};
 
@@ -39,34 +41,15 @@ pub enum TraceAction {
     Synth(SynthArgs),
 }
 
-/// How to read an input trace.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReadArgs {
-    /// Read as this format instead of detecting it.
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<TraceFormat>,
-    /// Tokens per hash_ids block (default: the format's).
-    #[arg(long, value_name = "TOKENS")]
-    pub block_size: Option<u32>,
-    /// What to do with an invalid record.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = OnInvalid::Fail)]
-    pub on_invalid: OnInvalid,
-    /// Keep BurstGPT rows with Response tokens 0 (failed requests).
-    #[arg(long)]
-    pub keep_failed: bool,
-    #[command(flatten)]
-    cache: CacheArgs,
-}
-
-/// Where public traces are cached and downloaded from.
-#[derive(Debug, Clone, clap::Args)]
+/// `trace fetch` and `trace list`: where public traces are cached and come from.
+/// `--base-url` is the older name of `--trace-base-url`, kept as an alias here (only here:
+/// under `replay` it names the server).
+#[derive(Debug, clap::Args)]
+#[command(mut_arg("trace_base_url", |arg| arg.visible_alias("base-url")))]
 pub struct CacheArgs {
-    /// Cache directory for public traces.
-    #[arg(long, value_name = "DIR", env = fetch::TRACE_DIR_ENV)]
-    pub trace_dir: Option<PathBuf>,
-    /// Download from BASE/FILE_NAME instead of the public addresses.
-    #[arg(long, value_name = "URL", env = fetch::BASE_URL_ENV)]
-    pub base_url: Option<String>,
+    /// Where public traces are cached and come from.
+    #[command(flatten)]
+    cache: TraceCacheArgs,
 }
 
 /// `trace stats`.
@@ -79,7 +62,7 @@ pub struct StatsArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    read: ReadArgs,
+    read: TraceReadArgs,
 }
 
 /// `trace fetch`.
@@ -100,40 +83,52 @@ pub struct ConvertArgs {
     /// Input trace (any format we read), or a public trace name.
     #[arg(value_name = "IN")]
     pub input: String,
-    /// Output file (`.gz` compresses).
+    /// Output file (`.gz` compresses); an existing one is refused unless --force.
     #[arg(value_name = "OUT")]
     pub output: PathBuf,
     /// Output format.
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = TraceFormat::Tracebench)]
     pub to: TraceFormat,
+    /// Overwrite OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
-    read: ReadArgs,
+    read: TraceReadArgs,
 }
 
 /// `trace synth`.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("extent").required(true).args(["count", "duration"])))]
 pub struct SynthArgs {
-    /// Output file (tracebench JSONL; `.gz` compresses).
+    /// Output file (tracebench JSONL; `.gz` compresses); an existing one is refused unless
+    /// --force.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Overwrite an existing --output file.
+    #[arg(long)]
+    pub force: bool,
     /// RNG seed: one seed gives one trace, byte for byte.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub seed: u64,
     /// Mean requests per second.
-    #[arg(long, value_name = "R")]
+    #[arg(long, value_name = "R", allow_negative_numbers = true)]
     pub rate: f64,
     /// Number of records.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub count: Option<usize>,
     /// Seconds of arrivals.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     pub duration: Option<f64>,
     /// Arrival process.
     #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
     pub arrival: ArrivalKind,
     /// Gamma shape for --arrival gamma: 1 is Poisson, below 1 burstier (gap CV 1/sqrt(B)).
-    #[arg(long, value_name = "B", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "B",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub burstiness: f64,
     /// Prompt lengths: fixed:N, uniform:MIN:MAX, normal:MEAN:STD or lognormal:MEAN:SIGMA
     /// (with sessions: new user tokens per turn).
@@ -143,26 +138,57 @@ pub struct SynthArgs {
     #[arg(long, value_name = "DIST", default_value = "lognormal:256:0.8")]
     pub output_tokens: String,
     /// Smallest prompt.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub min_input_tokens: u32,
     /// Largest prompt.
-    #[arg(long, value_name = "N", default_value_t = 32_768)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 32_768,
+        allow_negative_numbers = true
+    )]
     pub max_input_tokens: u32,
     /// Smallest generation.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
     pub min_output_tokens: u32,
     /// Largest generation.
-    #[arg(long, value_name = "N", default_value_t = 4_096)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4_096,
+        allow_negative_numbers = true
+    )]
     pub max_output_tokens: u32,
     /// Tokens per hash_ids block.
-    #[arg(long, value_name = "TOKENS", default_value_t = 512)]
+    #[arg(
+        long,
+        value_name = "TOKENS",
+        default_value_t = 512,
+        allow_negative_numbers = true
+    )]
     pub block_size: u32,
     /// Number of shared-prefix groups (system prompts); 0 for none.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub prefix_groups: usize,
     /// Prefix length of each group in tokens (one value for all, or one per group,
     /// comma-separated); rounded down to whole blocks.
     #[arg(
+        allow_negative_numbers = true,
         long,
         value_name = "TOKENS",
         value_delimiter = ',',
@@ -170,19 +196,39 @@ pub struct SynthArgs {
     )]
     pub prefix_tokens: Vec<u32>,
     /// Share of requests (0–1) that start with a group's prefix.
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub prefix_share: f64,
     /// Zipf exponent of group popularity (0: all groups equally popular).
-    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub prefix_zipf: f64,
     /// Make multi-turn sessions (chat_id / parent_chat_id / turn).
     #[arg(long)]
     pub sessions: bool,
     /// Mean turns per session (geometric).
-    #[arg(long, value_name = "T", default_value_t = 3.0)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 3.0,
+        allow_negative_numbers = true
+    )]
     pub turns_mean: f64,
     /// Mean seconds between a turn's arrival and the next turn's (exponential).
-    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    #[arg(
+        long,
+        value_name = "S",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
     pub think_time: f64,
 }
 
@@ -197,31 +243,9 @@ pub fn run(args: TraceCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-impl CacheArgs {
-    fn fetch_options(&self, quiet: bool) -> FetchOptions {
-        FetchOptions {
-            cache_dir: self.trace_dir.clone(),
-            base_url: self.base_url.clone(),
-            quiet,
-        }
-    }
-}
-
-impl ReadArgs {
-    fn load(&self, trace: &str) -> anyhow::Result<trace::LoadedTrace> {
-        let path = fetch::resolve(trace, &self.cache.fetch_options(false))?;
-        let opts = LoadOptions {
-            format: self.format,
-            block_size: self.block_size,
-            on_invalid: self.on_invalid,
-            keep_failed: self.keep_failed,
-        };
-        let loaded = trace::load(&path, &opts)?;
-        for line in loaded.report.lines() {
-            eprintln!("warning: {line}");
-        }
-        Ok(loaded)
-    }
+/// Loads `trace` as `read` says, warnings on stderr.
+fn load(read: &TraceReadArgs, trace: &str) -> anyhow::Result<trace::LoadedTrace> {
+    Ok(read.read(trace)?.loaded)
 }
 
 /// `trace stats --json` output.
@@ -235,7 +259,7 @@ struct StatsJson<'a> {
 }
 
 fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let loaded = args.read.load(&args.file)?;
+    let loaded = load(&args.read, &args.file)?;
     let stats = TraceStats::compute(&loaded.records);
     if args.json {
         let json = StatsJson {
@@ -252,7 +276,7 @@ fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn fetch_one(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let opts = args.cache.fetch_options(args.quiet);
+    let opts = args.cache.cache.fetch_options(args.quiet);
     let Some(known) = catalog::find(&args.name) else {
         anyhow::bail!(
             "{}: not a known trace name (known: {})",
@@ -266,7 +290,7 @@ fn fetch_one(args: FetchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn list(args: CacheArgs) -> anyhow::Result<ExitCode> {
-    let opts = args.fetch_options(true);
+    let opts = args.cache.fetch_options(true);
     println!("cache: {}", fetch::cache_dir(&opts).display());
     for known in &KNOWN_TRACES {
         let cached = fetch::cached_path(known, &opts).is_file();
@@ -284,7 +308,8 @@ fn list(args: CacheArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn convert_one(args: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let loaded = args.read.load(&args.input)?;
+    output::check_new_file(&args.output, "OUT", args.force)?;
+    let loaded = load(&args.read, &args.input)?;
     convert::write_file(&loaded.records, args.to, &args.output)?;
     eprintln!(
         "wrote {} records as {} to {}",
@@ -296,6 +321,7 @@ fn convert_one(args: ConvertArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn synthesise(args: SynthArgs) -> anyhow::Result<ExitCode> {
+    output::check_new_file(&args.output, "--output", args.force)?;
     let params = synth_params(&args)?;
     let records = synth::generate(&params)?;
     convert::write_file(&records, TraceFormat::Tracebench, &args.output)

@@ -4,7 +4,8 @@
 //!
 //! First choice: one request with a prompt of known length and `max_tokens` 1, reading
 //! `usage.prompt_tokens`. Fallback: the server's `/tokenize` (vLLM and SGLang accept chat
-//! messages there). If neither answers, no correction is applied and the run says so.
+//! messages there). If neither answers, no correction is applied and the run says so, with
+//! what each attempt got (`error`).
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -35,7 +36,13 @@ pub struct Calibration {
     pub probe_tokens: u32,
     /// What the server counted for the probe; `None` when it told nothing.
     pub server_prompt_tokens: Option<u32>,
+    /// Why both the probe and `/tokenize` failed; `None` when not tried or measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
+
+/// Longest server error kept in the calibration's `error`, characters.
+const ERROR_CHARS: usize = 300;
 
 impl Calibration {
     /// No calibration: no correction.
@@ -45,15 +52,29 @@ impl Calibration {
             overhead_tokens: 0,
             probe_tokens,
             server_prompt_tokens: None,
+            error: None,
+        }
+    }
+
+    /// No calibration because the server told nothing: `error` says what it answered.
+    pub fn failed(probe_tokens: u32, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::none(probe_tokens)
         }
     }
 
     /// One line for stderr.
     pub fn describe(&self) -> String {
         match (self.method, self.server_prompt_tokens) {
-            (CalibrationMethod::None, _) => {
-                "calibration: none, prompts are not corrected for the chat template".to_string()
-            }
+            (CalibrationMethod::None, _) => match &self.error {
+                None => {
+                    "calibration: none, prompts are not corrected for the chat template".to_string()
+                }
+                Some(error) => format!(
+                    "calibration: none ({error}), prompts are not corrected for the chat template"
+                ),
+            },
             (method, server) => format!(
                 "calibration: {} tokens of template overhead (method {:?}: server counted {} \
                  for a {}-token probe)",
@@ -71,10 +92,13 @@ impl Calibration {
 pub async fn calibrate(client: &Client, probe: &PromptBody, probe_tokens: u32) -> Calibration {
     let from_usage = probe_usage(client, probe).await;
     let (method, server) = match from_usage {
-        Some(count) => (CalibrationMethod::Usage, Some(count)),
-        None => match tokenize(client, probe).await {
-            Some(count) => (CalibrationMethod::Tokenize, Some(count)),
-            None => return Calibration::none(probe_tokens),
+        Ok(count) => (CalibrationMethod::Usage, Some(count)),
+        Err(probe_error) => match tokenize(client, probe).await {
+            Ok(count) => (CalibrationMethod::Tokenize, Some(count)),
+            Err(tokenize_error) => {
+                let error = format!("probe request: {probe_error}; /tokenize: {tokenize_error}");
+                return Calibration::failed(probe_tokens, error);
+            }
         },
     };
     let overhead = server.unwrap_or(probe_tokens).saturating_sub(probe_tokens);
@@ -90,17 +114,29 @@ pub async fn calibrate(client: &Client, probe: &PromptBody, probe_tokens: u32) -
         overhead_tokens: overhead,
         probe_tokens,
         server_prompt_tokens: server,
+        error: None,
     }
 }
 
-async fn probe_usage(client: &Client, probe: &PromptBody) -> Option<u32> {
+/// The probe's `usage.prompt_tokens`, or why there is none.
+async fn probe_usage(client: &Client, probe: &PromptBody) -> Result<u32, String> {
     let body = client.body(probe, 1);
     let exchange = client.stream(&body, &CancellationToken::new()).await;
-    exchange.result.usage.and_then(|u| u.prompt_tokens)
+    let result = exchange.result;
+    if let Some(count) = result.usage.and_then(|u| u.prompt_tokens) {
+        return Ok(count);
+    }
+    Err(match result.error {
+        Some(error) => shorten(&format!("{}: {error}", result.outcome)),
+        None => format!(
+            "{}, but no usage.prompt_tokens in the answer",
+            result.outcome
+        ),
+    })
 }
 
-/// `POST ROOT/tokenize`: vLLM answers `count`, others a `tokens` list.
-async fn tokenize(client: &Client, probe: &PromptBody) -> Option<u32> {
+/// `POST ROOT/tokenize`: vLLM answers `count`, others a `tokens` list; or why it did not.
+async fn tokenize(client: &Client, probe: &PromptBody) -> Result<u32, String> {
     let config = client.config();
     let prompt = match probe {
         PromptBody::Text(text) => json!(text),
@@ -113,14 +149,36 @@ async fn tokenize(client: &Client, probe: &PromptBody) -> Option<u32> {
         Api::Completions => json!({"model": config.model, "prompt": prompt}),
     };
     let url = config.endpoint.server("tokenize");
-    let response = client.http().post(url).json(&body).send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
+    let response = client
+        .http()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| shorten(&e.to_string()))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("http {}", status.as_u16()));
     }
-    let answer: Value = response.json().await.ok()?;
+    let answer: Value = response
+        .json()
+        .await
+        .map_err(|e| shorten(&format!("not JSON: {e}")))?;
     let count = match answer.get("count").and_then(Value::as_u64) {
-        Some(count) => count,
-        None => answer.get("tokens")?.as_array()?.len() as u64,
+        Some(count) => Some(count),
+        None => answer
+            .get("tokens")
+            .and_then(Value::as_array)
+            .map(|t| t.len() as u64),
     };
-    u32::try_from(count).ok()
+    let count = count.ok_or_else(|| "no count or tokens in the answer".to_string())?;
+    u32::try_from(count).map_err(|_| format!("count {count} out of range"))
+}
+
+/// `text` cut to [`ERROR_CHARS`] characters.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(ERROR_CHARS) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }

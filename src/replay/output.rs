@@ -1,6 +1,10 @@
-//! The run's output directory: made and proven writable before any load is sent, `run.json`
-//! written before the first request, and `requests.jsonl` appended one flushed line per
-//! finished request, so that a run killed at any moment keeps every request it finished.
+//! The run's output directory: refused if it already holds a run (unless `--force`), made
+//! and proven writable before any load is sent, `run.json` written before the first
+//! request, and `requests.jsonl` appended one flushed line per finished request, so that a
+//! run killed at any moment keeps every request it finished.
+//!
+//! The same no-overwrite rule for single output files (`trace synth`, `trace convert`,
+//! `prompts`) is [`check_new_file`].
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -20,6 +24,16 @@ pub const REQUESTS_FILE: &str = "requests.jsonl";
 /// The run configuration file.
 pub const RUN_FILE: &str = "run.json";
 
+/// The summary, written at the end of a run.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Files whose presence means a directory holds a run.
+const RUN_MARKERS: [&str; 3] = [RUN_FILE, REQUESTS_FILE, SUMMARY_FILE];
+
+/// Files a run writes at its end. `--force` removes them from a reused directory, so that
+/// a rerun killed before its end is not mistaken for the old, finished run.
+const END_FILES: [&str; 3] = [SUMMARY_FILE, "requests.csv", "report.html"];
+
 /// Problems with the output directory or its files.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
@@ -31,6 +45,25 @@ pub enum OutputError {
         /// Why (in the message, not a `source`: the chain would print it twice).
         cause: std::io::Error,
     },
+    /// The directory holds a run already and `--force` was not given.
+    #[error(
+        "output directory {path} already holds a run ({found}): pass --force to overwrite \
+         it, or choose another --output DIR"
+    )]
+    Used {
+        /// The directory.
+        path: PathBuf,
+        /// The file that shows it.
+        found: &'static str,
+    },
+    /// An output file exists already and `--force` was not given.
+    #[error("{path} exists already: pass --force to overwrite it, or choose another {flag}")]
+    FileExists {
+        /// The file.
+        path: PathBuf,
+        /// The flag or argument naming it (`--output`, `OUT`).
+        flag: &'static str,
+    },
     /// A file in it cannot be written.
     #[error("{path}: {cause}")]
     File {
@@ -41,9 +74,56 @@ pub enum OutputError {
     },
 }
 
+/// Refuses `dir` if it holds a run (`run.json`, `requests.jsonl` or `summary.json`),
+/// unless `force`. Creates nothing; `None` (a fresh default directory) always passes.
+pub fn check_unused(dir: Option<&Path>, force: bool) -> Result<(), OutputError> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    match RUN_MARKERS.iter().find(|name| dir.join(name).exists()) {
+        Some(found) if !force => Err(OutputError::Used {
+            path: dir.to_path_buf(),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses an existing output file unless `force`; `flag` names it in the error.
+pub fn check_new_file(path: &Path, flag: &'static str, force: bool) -> Result<(), OutputError> {
+    if path.exists() && !force {
+        return Err(OutputError::FileExists {
+            path: path.to_path_buf(),
+            flag,
+        });
+    }
+    Ok(())
+}
+
+/// An output directory ready for a run.
+#[derive(Debug, Clone)]
+pub struct PreparedDir {
+    /// Its path.
+    pub path: PathBuf,
+    /// Whether this run made it (it did not exist before).
+    pub created: bool,
+}
+
+impl PreparedDir {
+    /// Removes the directory if this run made it and nothing was written into it, so that
+    /// a run failing before its first file leaves no empty folder behind.
+    pub fn discard_if_empty(&self) {
+        if self.created {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
 /// Makes the output directory (`dir`, or a new time-stamped one under `tracebench-out/`)
-/// and proves it writable by creating and removing a probe file.
-pub fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, OutputError> {
+/// and proves it writable by creating and removing a probe file. A directory holding a
+/// run is refused ([`check_unused`]) unless `force`, which removes the old run's end files.
+pub fn prepare_dir(dir: Option<&Path>, force: bool) -> Result<PreparedDir, OutputError> {
+    check_unused(dir, force)?;
     let path = match dir {
         Some(dir) => dir.to_path_buf(),
         None => fresh_default_dir(),
@@ -52,13 +132,36 @@ pub fn prepare_dir(dir: Option<&Path>) -> Result<PathBuf, OutputError> {
         path: path.clone(),
         cause,
     };
+    let created = !path.exists();
     std::fs::create_dir_all(&path).map_err(fail)?;
+    let prepared = PreparedDir {
+        path: path.clone(),
+        created,
+    };
 
-    let probe = path.join(".tracebench-write-probe");
+    let probe = prepared.path.join(".tracebench-write-probe");
     let written = File::create(&probe).and_then(|mut f| f.write_all(b"probe\n"));
     let _ = std::fs::remove_file(&probe);
-    written.map_err(fail)?;
-    Ok(path)
+    let cleared = match force {
+        true => written.and_then(|()| remove_end_files(&prepared.path)),
+        false => written,
+    };
+    if let Err(cause) = cleared {
+        prepared.discard_if_empty();
+        return Err(fail(cause));
+    }
+    Ok(prepared)
+}
+
+/// Removes an earlier run's end files (absent ones are fine).
+fn remove_end_files(dir: &Path) -> std::io::Result<()> {
+    for name in END_FILES {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// `tracebench-out/YYYYmmdd-HHMMSS`, with `-2`, `-3`, ... when that exists already.
@@ -197,10 +300,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let file = dir.path().join("a-file");
         std::fs::write(&file, "x").ok();
-        let err = prepare_dir(Some(&file.join("sub")))
+        let err = prepare_dir(Some(&file.join("sub")), false)
             .err()
             .map(|e| e.to_string());
         let err = err.unwrap_or_default();
         assert!(err.contains("a-file") && err.contains("--output"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_holding_a_run_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).ok();
+        std::fs::write(run.join(REQUESTS_FILE), "{}\n").ok();
+        std::fs::write(run.join(SUMMARY_FILE), "{}\n").ok();
+
+        let err = prepare_dir(Some(&run), false).err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains(&run.display().to_string()) && err.contains("--force"),
+            "{err}"
+        );
+
+        let forced = prepare_dir(Some(&run), true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!forced.created);
+        // The old summary would make a killed rerun look finished: it is gone.
+        assert!(!run.join(SUMMARY_FILE).exists());
+    }
+
+    #[test]
+    fn a_failed_run_removes_only_the_directory_it_made() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let fresh =
+            prepare_dir(Some(&dir.path().join("new")), false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(fresh.created);
+        fresh.discard_if_empty();
+        assert!(!dir.path().join("new").exists());
+
+        let existing = prepare_dir(Some(dir.path()), false).unwrap_or_else(|e| panic!("{e}"));
+        existing.discard_if_empty();
+        assert!(dir.path().is_dir());
     }
 }

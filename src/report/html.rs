@@ -25,7 +25,8 @@ th:first-child,td:first-child{text-align:left}.warn{background:#fff4e0;border-le
 .plots{display:grid;grid-template-columns:1fr 1fr;gap:1em}.plot h3{font-size:1em;margin:.3em 0}\
 .kv td{text-align:left}.key{font-size:.85em;margin-right:1.2em}\
 .key i{display:inline-block;width:.9em;height:.9em;margin-right:.35em;vertical-align:-.1em}\
-.plot svg{display:block}.keys{min-height:1.4em}.flag{white-space:nowrap}code{font-size:.95em}";
+.plot svg{display:block}.keys{min-height:1.4em}.flag{white-space:nowrap}code{font-size:.95em}\
+tr.partial td{background:#fff4e0}";
 
 /// Escapes text for HTML.
 pub fn escape(text: &str) -> String {

@@ -21,7 +21,7 @@ pub mod warnings;
 use std::path::{Path, PathBuf};
 
 pub use goodput::{GoodputError, GoodputMetric, GoodputTerm, parse_goodput_term};
-pub use run_info::{GoodputSlo, RunInfo, SCHEMA_VERSION};
+pub use run_info::{GoodputSlo, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION};
 
 use crate::metrics::{Summary, SummaryOptions};
 use crate::replay::RequestRecord;
@@ -74,7 +74,7 @@ pub fn write_run_reports(
     records: &[RequestRecord],
     partial: bool,
 ) -> Result<Summary, ReportError> {
-    let summary = Summary::compute(records, &SummaryOptions::from_run(run, partial));
+    let summary = summarize(run, records, partial);
     let warnings = warnings::collect(&summary);
 
     write_file(
@@ -95,6 +95,24 @@ pub fn write_run_reports(
         html::render(run, &summary, &warnings, &plots),
     )?;
     Ok(summary)
+}
+
+/// The summary of a run's records. Plan entries without a record (`run.json`'s
+/// `planned_requests` above the records: the run was killed) count as requests, skipped,
+/// and make the run partial.
+pub fn summarize(run: &RunInfo, records: &[RequestRecord], partial: bool) -> Summary {
+    let missing = unrecorded(run, records);
+    let options = SummaryOptions::from_run(run, partial || missing > 0);
+    let mut summary = Summary::compute(records, &options);
+    summary.requests += missing;
+    summary.skipped += missing;
+    summary
+}
+
+/// Plan entries of `run` without a record in `records`.
+pub fn unrecorded(run: &RunInfo, records: &[RequestRecord]) -> usize {
+    run.planned_requests()
+        .map_or(0, |planned| planned.saturating_sub(records.len()))
 }
 
 /// Writes the seed's raw result format (`--save-tics FILE`).

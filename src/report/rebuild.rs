@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::requests_jsonl;
 use super::summary_json::SummaryFile;
 use super::{GoodputSlo, ReportError, RunInfo};
-use crate::metrics::{Summary, SummaryOptions};
+use crate::metrics::Summary;
 use crate::replay::RequestRecord;
 
 /// A run rebuilt from its directory.
@@ -20,8 +20,11 @@ pub struct Rebuilt {
     pub records: Vec<RequestRecord>,
     /// The last line of `requests.jsonl` was cut short and dropped.
     pub truncated_tail: bool,
-    /// The run did not finish: its summary said so, it has none, or its records end cut.
+    /// The run did not finish: its summary said so, it has none, its records end cut, or
+    /// they are fewer than its plan.
     pub partial: bool,
+    /// Plan entries (`run.json`'s `planned_requests`) without a record.
+    pub unrecorded: usize,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReportError> {
@@ -56,12 +59,14 @@ pub fn read_run(dir: &Path, goodput: Option<GoodputSlo>) -> Result<Rebuilt, Repo
     // An earlier summary says whether the run finished; without one, it did not.
     let earlier: Result<serde_json::Value, _> = read_json(&dir.join("summary.json"));
     let finished = earlier.is_ok_and(|json| json["partial"] == serde_json::Value::Bool(false));
-    let partial = read.truncated_tail || !finished;
+    let unrecorded = super::unrecorded(&run, &read.records);
+    let partial = read.truncated_tail || !finished || unrecorded > 0;
     Ok(Rebuilt {
         run,
         records: read.records,
         truncated_tail: read.truncated_tail,
         partial,
+        unrecorded,
     })
 }
 
@@ -87,6 +92,9 @@ pub fn load_summary(path: &Path) -> Result<Summary, ReportError> {
         });
     }
     let rebuilt = read_run(&dir, None)?;
-    let options = SummaryOptions::from_run(&rebuilt.run, rebuilt.partial);
-    Ok(Summary::compute(&rebuilt.records, &options))
+    Ok(super::summarize(
+        &rebuilt.run,
+        &rebuilt.records,
+        rebuilt.partial,
+    ))
 }

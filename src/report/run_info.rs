@@ -34,9 +34,23 @@ pub struct RunInfo {
     pub max_concurrency: Option<usize>,
     /// How the chat template overhead was measured, and its size.
     pub calibration: Option<serde_json::Value>,
-    /// Every other option of the run, free-form, for the record.
+    /// Every other option of the run, free-form, for the record (and `planned_requests`,
+    /// see [`RunInfo::planned_requests`]).
     #[serde(default)]
     pub config: serde_json::Value,
+}
+
+/// The key under `config` holding the number of requests in the run's plan.
+pub const PLANNED_REQUESTS_KEY: &str = "planned_requests";
+
+impl RunInfo {
+    /// Requests in the run's plan (`config.planned_requests`). A `requests.jsonl` with fewer
+    /// lines is from a run that was killed; the rebuilt report counts the missing ones.
+    /// `None` in a `run.json` written before this was recorded.
+    pub fn planned_requests(&self) -> Option<usize> {
+        let planned = self.config.get(PLANNED_REQUESTS_KEY)?.as_u64()?;
+        usize::try_from(planned).ok()
+    }
 }
 
 /// Service-level objectives for goodput (`--goodput ttft:500 tpot:50 e2el:10000`), ms.

@@ -2,6 +2,9 @@
 //! E2E percentiles and throughput), and `sweep.html` with load–latency plots, where load is
 //! the throughput each run achieved. The sweep's replay loop lives elsewhere; these are
 //! pure renderers of the runs' summaries.
+//!
+//! An interrupted run (its summary `partial`) is marked in its row; its numbers cover only
+//! what finished, so it is left out of the load–latency plots.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -30,11 +33,19 @@ const HEADER: [&str; 13] = [
     "lag p99",
 ];
 
+/// Appended to the load label of an interrupted run.
+const PARTIAL_MARK: &str = " (partial)";
+
+/// The note under a table with an interrupted run.
+const PARTIAL_NOTE: &str = "(partial) = interrupted: its numbers cover only the requests that \
+     finished, and it is not plotted";
+
 /// The row of one run, as text cells (latencies in ms).
 fn cells(label: &str, s: &Summary) -> Vec<String> {
     let v = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}"));
+    let mark = if s.partial { PARTIAL_MARK } else { "" };
     vec![
-        label.to_string(),
+        format!("{label}{mark}"),
         s.completed.to_string(),
         s.failed.to_string(),
         s.request_throughput
@@ -75,6 +86,9 @@ pub fn table(runs: &[SweepRun<'_>]) -> String {
         out,
         "(latencies in ms over successful requests; load = the sweep's label)"
     );
+    if runs.iter().any(|(_, s)| s.partial) {
+        let _ = writeln!(out, "{PARTIAL_NOTE}");
+    }
     out
 }
 
@@ -83,6 +97,7 @@ fn load_latency(runs: &[SweepRun<'_>], metric: &str, of: fn(&Summary) -> &Distri
     let line = |name: &str, color: usize, p: fn(&Distribution) -> Option<f64>| {
         let mut points: Vec<(f64, f64)> = runs
             .iter()
+            .filter(|(_, s)| !s.partial)
             .filter_map(|(_, s)| Some((s.request_throughput?, p(of(s))?)))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -143,13 +158,20 @@ pub fn render_html(title: &str, runs: &[SweepRun<'_>]) -> String {
     }
     out.push_str("</tr>");
     for (label, s) in runs {
-        out.push_str("<tr>");
+        out.push_str(if s.partial {
+            "<tr class=\"partial\">"
+        } else {
+            "<tr>"
+        });
         for cell in cells(label, s) {
             let _ = write!(out, "<td>{}</td>", escape(&cell));
         }
         out.push_str("</tr>");
     }
     out.push_str("</table><p>Latencies in ms over successful requests.</p>\n");
+    if runs.iter().any(|(_, s)| s.partial) {
+        let _ = writeln!(out, "<p class=\"warn\">{}</p>", escape(PARTIAL_NOTE));
+    }
     super::html::plots_block(&mut out, &plots(runs));
     out.push_str("</body></html>\n");
     out

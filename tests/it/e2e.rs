@@ -368,3 +368,308 @@ fn sweep_of_three_time_scales_writes_three_runs_and_the_table() {
         );
     }
 }
+
+/// `tracebench ARGS`, run in `cwd` (where the default `tracebench-out/` would go).
+fn run_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env_remove("TRACEBENCH_TRACE_BASE_URL")
+        .output()
+        .expect("the tracebench binary runs")
+}
+
+/// A Mooncake-format trace of `outputs.len()` records 10 ms apart with these output lengths.
+fn small_trace(dir: &Path, outputs: &[u32]) -> String {
+    let path = dir.join("small.jsonl");
+    let lines: String = outputs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            format!(
+                "{{\"timestamp\": {}, \"input_length\": 32, \"output_length\": {out}, \"hash_ids\": [{i}]}}\n",
+                i * 10
+            )
+        })
+        .collect();
+    std::fs::write(&path, lines).expect("trace written");
+    path.display().to_string()
+}
+
+/// `replay` of `trace` against the in-process simulator in fixed timing, uncalibrated.
+fn sim_args<'a>(trace: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "replay",
+        "--sim",
+        "--sim-timing",
+        "fixed",
+        "--sim-ttft-ms",
+        "5",
+        "--sim-itl-ms",
+        "1",
+        "--no-calibrate",
+        "--no-progress",
+        "--trace",
+        trace,
+        "--output",
+        out,
+    ]
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn replay_refuses_a_directory_holding_a_run_unless_forced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 2, 2]);
+    let out = dir.path().join("run");
+    let out_arg = out.display().to_string();
+    let first = run_in(dir.path(), &sim_args(&trace, &out_arg));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr_of(&first));
+    let run_json = std::fs::read(out.join("run.json")).expect("run.json");
+
+    let again = run_in(dir.path(), &sim_args(&trace, &out_arg));
+    let stderr = stderr_of(&again);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("output directory {out_arg} already holds a run"))
+            && stderr.contains("--force")
+            && stderr.contains("another --output"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(out.join("run.json")).expect("kept"), run_json);
+
+    let mut forced = sim_args(&trace, &out_arg);
+    forced.push("--force");
+    let forced = run_in(dir.path(), &forced);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr_of(&forced));
+    assert_ne!(
+        std::fs::read(out.join("run.json")).expect("rewritten"),
+        run_json
+    );
+}
+
+#[test]
+fn sweep_refuses_a_used_folder_before_running_anything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 2]);
+    let root = dir.path().join("sweep");
+    let level = root.join("time-scale-2");
+    std::fs::create_dir_all(&level).expect("mkdir");
+    std::fs::write(level.join("requests.jsonl"), "").expect("write");
+    let root_arg = root.display().to_string();
+    let mut args = sim_args(&trace, &root_arg);
+    args[0] = "sweep";
+    args.extend(["--time-scales", "1,2"]);
+
+    let out = run_in(dir.path(), &args);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&level.display().to_string()), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    // Nothing ran: level 1, before the used one, was not made either.
+    assert!(!root.join("time-scale-1").exists());
+
+    std::fs::remove_dir_all(&level).expect("rm");
+    std::fs::write(root.join("sweep.html"), "old").expect("write");
+    let out = run_in(dir.path(), &args);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("already holds a sweep (sweep.html)"),
+        "{stderr}"
+    );
+}
+
+/// A loopback address with nothing listening (bound, then released).
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    format!("http://{addr}")
+}
+
+#[test]
+fn usage_and_input_errors_leave_no_output_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 2]);
+    let url = closed_port();
+    let base = ["replay", "--no-progress", "--trace", trace.as_str()];
+    let cases: [&[&str]; 6] = [
+        &["--sim", "--grace", "-1"],
+        &["--sim", "--time-scale", "-1"],
+        &["--sim", "--extra-body", "[1]"],
+        &["--sim", "--max-failed-ratio", "2"],
+        &["--sim", "--on-invalid", "fail", "--format", "azure"],
+        &["--base-url", &url],
+    ];
+    for extra in cases {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let out = run_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr_of(&out));
+        let made: Vec<_> = std::fs::read_dir(dir.path().join("tracebench-out"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(made.is_empty(), "{extra:?} left {made:?}");
+    }
+}
+
+#[test]
+fn a_closed_port_without_model_says_the_server_is_not_reachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2]);
+    let url = closed_port();
+    let out_arg = dir.path().join("run").display().to_string();
+    let out = run_in(
+        dir.path(),
+        &[
+            "replay",
+            "--base-url",
+            &url,
+            "--trace",
+            &trace,
+            "--output",
+            &out_arg,
+        ],
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the server is not reachable at {url}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains("--model"), "{stderr}");
+}
+
+/// A server answering every request with HTTP 400 and `body`; returns its base URL.
+fn bad_request_server(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 65536];
+            let _ = stream.read(&mut buf);
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_failed_calibration_says_what_the_server_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2]);
+    let url = bad_request_server(r#"{"error": "context too short for the test"}"#);
+    let out_dir = dir.path().join("run");
+    let out_arg = out_dir.display().to_string();
+    let out = run_in(
+        dir.path(),
+        &[
+            "replay",
+            "--base-url",
+            &url,
+            "--model",
+            "m",
+            "--no-progress",
+            "--trace",
+            &trace,
+            "--output",
+            &out_arg,
+        ],
+    );
+    let stderr = stderr_of(&out);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("calibration: none"))
+        .unwrap_or_else(|| panic!("no calibration line in {stderr}"));
+    assert!(line.contains("http_400"), "{line}");
+    assert!(line.contains("context too short for the test"), "{line}");
+    assert!(line.contains("/tokenize: http 400"), "{line}");
+    let run = read_json(&out_dir.join("run.json"));
+    let error = run["calibration"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("context too short for the test"), "{run}");
+}
+
+#[test]
+fn zero_output_lengths_are_sent_asking_for_one_token_and_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[0, 3, 0]);
+    let out_dir = dir.path().join("run");
+    let out_arg = out_dir.display().to_string();
+    let out = run_in(dir.path(), &sim_args(&trace, &out_arg));
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("2 records ask for 0 output tokens"),
+        "{stderr}"
+    );
+
+    let mut requests = read_jsonl(&out_dir.join("requests.jsonl"));
+    all_ok(&mut requests, 3);
+    let outputs: Vec<u64> = requests
+        .iter()
+        .map(|r| u64_of(r, "output_tokens"))
+        .collect();
+    assert_eq!(outputs, vec![1, 3, 1]);
+    let clamped: Vec<bool> = requests.iter().map(|r| r["clamped"] == true).collect();
+    assert_eq!(clamped, vec![true, false, true]);
+    let summary = read_json(&out_dir.join("summary.json"));
+    assert_eq!(summary["summary"]["clamped"], 2);
+    assert_eq!(
+        summary["config"]["config"]["trace"]["zero_output_raised"],
+        2
+    );
+}
+
+#[test]
+fn negative_numbers_reach_our_own_validation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2]);
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["replay", "--sim", "--trace", &trace, "--time-scale", "-1"],
+            "--time-scale: expected a positive finite number, found -1",
+        ),
+        (
+            &[
+                "replay",
+                "--sim",
+                "--trace",
+                &trace,
+                "--connect-timeout",
+                "-2",
+            ],
+            "--connect-timeout -2: expected a non-negative number of seconds",
+        ),
+        (
+            &["sweep", "--sim", "--trace", &trace, "--time-scales", "-1,2"],
+            "sweep level scale -1: expected a positive number",
+        ),
+        (
+            &[
+                "trace", "synth", "--output", "x.jsonl", "--count", "2", "--rate", "-2",
+            ],
+            "--rate: expected a positive number, found -2",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = run_in(dir.path(), args);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -443,10 +443,19 @@ fn sigkill_mid_run_leaves_what_report_recovers() {
     let ok = finished.iter().filter(|r| r.outcome == Outcome::Ok).count();
     assert!(ok >= 5 && finished.len() < 40, "{} lines", finished.len());
     let output = run(Command::new(common::bin()).arg("report").arg(&out));
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("40 requests planned, {} finished", finished.len())),
+        "{stderr}"
+    );
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["partial"], true);
-    assert_eq!(summary["summary"]["requests"], finished.len());
+    // run.json, written before the first request, holds the plan's size: the requests
+    // never recorded are counted, not forgotten.
+    assert_eq!(summary["num_prompts"], 40);
+    assert_eq!(summary["summary"]["requests"], 40);
+    assert_eq!(summary["summary"]["skipped"], 40 - finished.len());
     assert_eq!(summary["summary"]["completed"], ok);
     assert!(out.join("report.html").is_file());
 }
@@ -525,10 +534,15 @@ impl Sentinel {
 
 /// Replays 3 records to a [`Sentinel`] into `out`; expects exit code 2 and no connection.
 fn assert_refused_before_load(out: &Path, expect_in_error: &[&str]) -> String {
+    assert_refused_before_load_with(out, &[], expect_in_error)
+}
+
+/// [`assert_refused_before_load`] with `extra` flags.
+fn assert_refused_before_load_with(out: &Path, extra: &[&str], expect_in_error: &[&str]) -> String {
     let tmp = tempdir();
     let trace = write_trace(tmp.path(), 3, 10, 4);
     let sentinel = Sentinel::new();
-    let output = run(&mut url_replay(&sentinel.url(), &trace, out));
+    let output = run(url_replay(&sentinel.url(), &trace, out).args(extra));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     for needle in expect_in_error {
@@ -562,7 +576,8 @@ fn output_run_json_unwritable_fails_before_any_load() {
     let out = tmp.path().join("run");
     std::fs::create_dir(&out).unwrap_or_else(|e| panic!("{e}"));
     symlink("/dev/full", &out.join("run.json"));
-    assert_refused_before_load(&out, &["run.json", "No space left on device"]);
+    assert_refused_before_load(&out, &["run.json", "already holds a run", "--force"]);
+    assert_refused_before_load_with(&out, &["--force"], &["run.json", "No space left on device"]);
 }
 
 #[test]
@@ -574,7 +589,7 @@ fn output_disk_full_mid_run_stops_sending_with_one_clear_error() {
     let out = tmp.path().join("run");
     std::fs::create_dir(&out).unwrap_or_else(|e| panic!("{e}"));
     symlink("/dev/full", &out.join("requests.jsonl"));
-    let output = run(&mut sim_replay(&trace, &out));
+    let output = run(sim_replay(&trace, &out).arg("--force"));
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let error_line = stderr

@@ -297,6 +297,31 @@ fn report_sweep_table_and_html() {
     let path = dir.path().join("sweep.html");
     report::sweep::write_html(&path, "sweep", &runs).expect("write sweep.html");
     assert_eq!(read(&path).matches("<svg").count(), 4);
+    assert!(!table.contains("(partial)"), "{table}");
+}
+
+#[test]
+fn report_sweep_marks_an_interrupted_run() {
+    let (_dir, summary) = finished_run();
+    let mut stopped = summary.clone();
+    stopped.partial = true;
+    let runs = [("scale 1.6", &summary), ("scale 0.4", &stopped)];
+    let table = report::sweep::table(&runs);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(!lines[1].contains("(partial)"), "{table}");
+    assert!(
+        lines[2].trim_start().starts_with("scale 0.4 (partial)"),
+        "{table}"
+    );
+    assert!(table.contains("interrupted"), "{table}");
+
+    let html = report::sweep::render_html("sweep", &runs);
+    assert_eq!(html.matches("<tr class=\"partial\">").count(), 1, "{html}");
+    assert!(html.contains("<td>scale 0.4 (partial)</td>"), "{html}");
+    // The interrupted run is not a point of the load–latency lines.
+    let complete_only = report::sweep::render_html("sweep", &runs[..1]);
+    let plots = |page: &str| page[page.find("<svg").unwrap_or(0)..].to_string();
+    assert_eq!(plots(&html), plots(&complete_only));
 }
 
 #[test]

@@ -452,7 +452,7 @@ fn trace_input_args_target_rate_and_window() {
 fn trace_input_args_unknown_name_lists_known_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut args = TraceInputArgs::for_file("no-such-trace");
-    args.trace_dir = Some(tmp.path().to_path_buf());
+    args.read.cache.trace_dir = Some(tmp.path().to_path_buf());
     let err = format!("{:#}", args.load().expect_err("unknown"));
     assert!(
         err.contains("no-such-trace: no such file, and not a known trace name"),

@@ -256,8 +256,8 @@ fn trace_input_fetches_a_known_name_on_first_use() {
     let dir = tempfile::tempdir().expect("tempdir");
 
     let mut args = TraceInputArgs::for_file(SYNTHETIC);
-    args.trace_dir = Some(dir.path().to_path_buf());
-    args.trace_base_url = Some(url);
+    args.read.cache.trace_dir = Some(dir.path().to_path_buf());
+    args.read.cache.trace_base_url = Some(url);
     args.limit = Some(10);
     let prepared = args.load().expect("fetches and loads");
     assert_eq!(prepared.records.len(), 10);
@@ -297,4 +297,86 @@ fn trace_fetch_cli_unknown_name_lists_known_ones_and_list_shows_cache() {
         .find(|l| l.starts_with("qwen-bailian-a"))
         .unwrap_or_default();
     assert!(!qwen.contains("cached"), "{stdout}");
+}
+
+#[test]
+fn trace_fetch_cli_takes_trace_base_url_and_the_older_base_url_alias() {
+    let trace = known(SYNTHETIC);
+    let body = synthetic_body();
+    let url = start_server(state_with(trace.file_name, body.clone()));
+    for flag in ["--trace-base-url", "--base-url"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(common::bin())
+            .args([
+                "trace",
+                "fetch",
+                SYNTHETIC,
+                "--quiet",
+                flag,
+                &url,
+                "--trace-dir",
+            ])
+            .arg(dir.path())
+            .env_remove("TRACEBENCH_TRACE_BASE_URL")
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {stderr}");
+        let cached = std::fs::read(dir.path().join(trace.file_name)).unwrap_or_default();
+        assert_eq!(cached, body, "{flag}");
+    }
+}
+
+/// The help text of `flag` (its line and continuation lines) in `tracebench ARGS --help`.
+fn help_of(args: &[&str], flag: &str) -> String {
+    let out = Command::new(common::bin())
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("runs");
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(flag));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("{flag} not in {args:?} --help"));
+    let rest = lines.take_while(|l| !l.trim_start().starts_with('-') && !l.trim().is_empty());
+    std::iter::once(first)
+        .chain(rest)
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn trace_reading_flags_are_the_same_under_every_command() {
+    let flags = [
+        "--format",
+        "--block-size",
+        "--on-invalid",
+        "--keep-failed",
+        "--trace-dir",
+        "--trace-base-url",
+    ];
+    let commands: [&[&str]; 5] = [
+        &["trace", "stats"],
+        &["trace", "convert"],
+        &["replay"],
+        &["prompts"],
+        &["sweep"],
+    ];
+    for flag in flags {
+        let reference = help_of(commands[0], flag);
+        for command in &commands[1..] {
+            assert_eq!(
+                help_of(command, flag),
+                reference,
+                "{flag} under {command:?}"
+            );
+        }
+    }
+    // `trace fetch` names the download override like the others, the old name an alias.
+    let fetch = help_of(&["trace", "fetch"], "--trace-base-url");
+    assert!(fetch.contains("[alias: --base-url]"), "{fetch}");
 }

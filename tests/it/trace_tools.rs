@@ -289,3 +289,48 @@ fn trace_synth_duration_and_bad_parameters() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind \"gauss\""));
 }
+
+/// `tracebench ARGS` must exit 2 naming `existing` and `--force`, leaving it as it was.
+fn assert_refused(args: &[&str], existing: &Path) {
+    let before = std::fs::read(existing).expect("exists");
+    let out = tracebench(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(&existing.display().to_string()) && stderr.contains("--force"),
+        "{args:?}: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(existing).expect("still there"),
+        before,
+        "{args:?}"
+    );
+}
+
+#[test]
+fn synth_convert_and_prompts_refuse_an_existing_output_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let synth_out = synth(dir.path(), "syn.jsonl", &["--count", "20", "--rate", "5"]);
+    let synth_arg = synth_out.display().to_string();
+    let existing = dir.path().join("existing.jsonl");
+    std::fs::write(&existing, "mine\n").expect("write");
+    let existing_arg = existing.display().to_string();
+
+    let synth_again = [
+        "trace", "synth", "--output", &synth_arg, "--count", "20", "--rate", "5",
+    ];
+    assert_refused(&synth_again, &synth_out);
+    let convert = ["trace", "convert", &synth_arg, &existing_arg];
+    assert_refused(&convert, &existing);
+    let prompts = ["prompts", "--trace", &synth_arg, "--output", &existing_arg];
+    assert_refused(&prompts, &existing);
+
+    for args in [&convert[..], &prompts[..]] {
+        let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
+        let out = tracebench(&forced);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{forced:?}: {stderr}");
+        let written = std::fs::read_to_string(&existing).expect("written");
+        assert_eq!(written.lines().count(), 20, "{forced:?}");
+    }
+}
