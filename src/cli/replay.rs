@@ -122,7 +122,8 @@ pub struct TargetArgs {
     pub timeout: Option<f64>,
 
     /// Largest SSE event accepted, bytes; a larger one fails the request as a protocol error.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES, allow_negative_numbers = true)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES,
+          allow_negative_numbers = true)]
     pub max_event_bytes: usize,
 }
 
@@ -149,7 +150,8 @@ pub struct LoadArgs {
     pub burstiness: f64,
 
     /// Closed loop: N requests in flight, each slot sending the next as the last finishes.
-    #[arg(long, value_name = "N", conflicts_with = "max_concurrency", allow_negative_numbers = true,
+    #[arg(long, value_name = "N", conflicts_with = "max_concurrency",
+          allow_negative_numbers = true,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub concurrency: Option<usize>,
 
@@ -436,7 +438,10 @@ pub struct Unreachable {
 /// error says that with the connection's own error; otherwise it is `err` as it is.
 async fn unreachable_or(err: ClientError, client: &Client) -> anyhow::Error {
     let config = client.config();
-    match tcp_connect(&config.endpoint.root, config.connect_timeout).await {
+    let Ok(root) = reqwest::Url::parse(&config.endpoint.root) else {
+        return err.into();
+    };
+    match tcp_connect(&root, config.connect_timeout).await {
         Err(cause) => Unreachable {
             url: config.endpoint.shown(),
             cause,
@@ -447,11 +452,10 @@ async fn unreachable_or(err: ClientError, client: &Client) -> anyhow::Error {
 }
 
 /// Opens (and closes) one TCP connection to the host and port of `url`.
-async fn tcp_connect(url: &str, timeout: Duration) -> std::io::Result<()> {
-    let parsed = reqwest::Url::parse(url).map_err(std::io::Error::other)?;
-    let host = parsed.host_str().unwrap_or_default();
-    let port = parsed.port_or_known_default().unwrap_or(80);
+async fn tcp_connect(url: &reqwest::Url, timeout: Duration) -> std::io::Result<()> {
+    let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(80);
     let connect = tokio::net::TcpStream::connect((host, port));
     match tokio::time::timeout(timeout, connect).await {
         Ok(stream) => stream.map(drop),

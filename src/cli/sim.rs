@@ -58,13 +58,16 @@ macro_rules! sim_options {
             #[arg(long = concat!($prefix, "timing"), value_enum, default_value = "engine")]
             pub timing: TimingArg,
             /// Fixed mode: time to first token, in milliseconds.
-            #[arg(long = concat!($prefix, "ttft-ms"), default_value_t = 100.0, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "ttft-ms"), default_value_t = 100.0,
+                  allow_negative_numbers = true)]
             pub ttft_ms: f64,
             /// Fixed mode: time between tokens, in milliseconds.
-            #[arg(long = concat!($prefix, "itl-ms"), default_value_t = 10.0, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "itl-ms"), default_value_t = 10.0,
+                  allow_negative_numbers = true)]
             pub itl_ms: f64,
             /// Clock speed-up: 10 runs ten times faster than the modelled hardware.
-            #[arg(long = concat!($prefix, "speed"), default_value_t = 1.0, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "speed"), default_value_t = 1.0,
+                  allow_negative_numbers = true)]
             pub speed: f64,
             /// Engine mode: hardware preset for the step-time constants and KV size.
             #[arg(long = concat!($prefix, "preset"), value_enum, default_value = "llama-8b-h100")]
@@ -73,13 +76,16 @@ macro_rules! sim_options {
             #[arg(long = concat!($prefix, "kv-blocks"), allow_negative_numbers = true)]
             pub kv_blocks: Option<u32>,
             /// Engine mode: tokens per KV block.
-            #[arg(long = concat!($prefix, "block-tokens"), default_value_t = 16, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "block-tokens"), default_value_t = 16,
+                  allow_negative_numbers = true)]
             pub block_tokens: u32,
             /// Engine mode: cap on requests running at once (vLLM max_num_seqs).
-            #[arg(long = concat!($prefix, "max-running"), default_value_t = 256, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "max-running"), default_value_t = 256,
+                  allow_negative_numbers = true)]
             pub max_running: u32,
             /// Engine mode: token budget per step, decode plus prefill chunks.
-            #[arg(long = concat!($prefix, "max-batched-tokens"), default_value_t = 8192, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "max-batched-tokens"), default_value_t = 8192,
+                  allow_negative_numbers = true)]
             pub max_batched_tokens: u32,
             /// Engine mode: turn the prefix cache off.
             #[arg(long = concat!($prefix, "no-prefix-cache"))]
@@ -92,10 +98,12 @@ macro_rules! sim_options {
             #[arg(long = concat!($prefix, "model"), default_value = crate::sim::DEFAULT_MODEL_ID)]
             pub model: String,
             /// Longest prompt plus output accepted, in tokens.
-            #[arg(long = concat!($prefix, "max-model-len"), default_value_t = 131_072, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "max-model-len"), default_value_t = 131_072,
+                  allow_negative_numbers = true)]
             pub max_model_len: u32,
             /// Request body limit in MiB; larger bodies get HTTP 413.
-            #[arg(long = concat!($prefix, "body-limit-mib"), default_value_t = 8, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "body-limit-mib"), default_value_t = 8,
+                  allow_negative_numbers = true)]
             pub body_limit_mib: usize,
             /// Inject a fault: `KIND[:ARGS][,every=N|,rate=P]`; KIND is `status:CODE`,
             /// `status-empty:CODE`, `cut:K`, `error:K`, `stall:SECS[:K]`, `malformed:K`,
@@ -103,7 +111,8 @@ macro_rules! sim_options {
             #[arg(long = concat!($prefix, "fault"), value_name = "SPEC")]
             pub fault: Vec<FaultRule>,
             /// Seed for rate-based faults.
-            #[arg(long = concat!($prefix, "fault-seed"), default_value_t = 0, allow_negative_numbers = true)]
+            #[arg(long = concat!($prefix, "fault-seed"), default_value_t = 0,
+                  allow_negative_numbers = true)]
             pub fault_seed: u64,
             /// Append every chunk's send time (Unix ns) to this JSONL file.
             #[arg(long = concat!($prefix, "chunk-log"), value_name = "FILE")]

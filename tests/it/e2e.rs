@@ -388,7 +388,8 @@ fn small_trace(dir: &Path, outputs: &[u32]) -> String {
         .enumerate()
         .map(|(i, out)| {
             format!(
-                "{{\"timestamp\": {}, \"input_length\": 32, \"output_length\": {out}, \"hash_ids\": [{i}]}}\n",
+                "{{\"timestamp\": {}, \"input_length\": 32, \"output_length\": {out}, \
+                 \"hash_ids\": [{i}]}}\n",
                 i * 10
             )
         })
@@ -556,7 +557,8 @@ fn bad_request_server(body: &'static str) -> String {
             let mut buf = [0u8; 65536];
             let _ = stream.read(&mut buf);
             let answer = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(answer.as_bytes());
