@@ -89,9 +89,10 @@ pub fn check_unused(dir: Option<&Path>, force: bool) -> Result<(), OutputError> 
     }
 }
 
-/// Refuses an existing output file unless `force`; `flag` names it in the error.
+/// Refuses an existing regular output file unless `force`; `flag` names it in the error.
+/// Devices and pipes (`/dev/null`, `/dev/stdout`) are not files a run could lose.
 pub fn check_new_file(path: &Path, flag: &'static str, force: bool) -> Result<(), OutputError> {
-    if path.exists() && !force {
+    if path.is_file() && !force {
         return Err(OutputError::FileExists {
             path: path.to_path_buf(),
             flag,
@@ -326,6 +327,19 @@ mod tests {
         assert!(!forced.created);
         // The old summary would make a killed rerun look finished: it is gone.
         assert!(!run.join(SUMMARY_FILE).exists());
+    }
+
+    #[test]
+    fn an_existing_file_is_refused_but_a_device_is_not() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("prompts.jsonl");
+        assert!(check_new_file(&file, "--output", false).is_ok());
+        std::fs::write(&file, "x").ok();
+        let err = check_new_file(&file, "--output", false).err();
+        let err = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("prompts.jsonl exists already") && err.contains("--force"));
+        assert!(check_new_file(&file, "--output", true).is_ok());
+        assert!(check_new_file(Path::new("/dev/null"), "--output", false).is_ok());
     }
 
     #[test]
