@@ -18,6 +18,7 @@ import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -91,11 +92,14 @@ TOKENIZER_CONFIG = {
 }
 
 
-def install():
-    """Creates the venvs that are missing; returns {peer: None or why it failed}."""
+def install(peers=None):
+    """Creates the venvs of `peers` (default: all) that are missing; returns {peer: None or
+    why it failed}."""
     PEERS_DIR.mkdir(parents=True, exist_ok=True)
     status = {}
     for peer, steps in INSTALL.items():
+        if peers is not None and peer not in peers:
+            continue
         venv = PEERS_DIR / peer
         if (venv / "bin" / "python").exists():
             status[peer] = None
@@ -386,11 +390,33 @@ HEADER = ("| client | prompts | offered /s | arrived % of offered | arrival lag 
           "arrived | exit |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
+def median_merge(runs):
+    """One result from repeated runs of a cell: the median of every number (nested dicts
+    too), the other fields of the first run, `runs` = how many."""
+    def merge(values):
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: merge([v.get(k) for v in values if isinstance(v, dict)])
+                    for k in first}
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(set(map(str, values))) == 1 or len(numbers) != len(values):
+            return first
+        if all(isinstance(v, int) for v in numbers):
+            return statistics.median_low(numbers)
+        return statistics.median(numbers)
+    merged = merge(runs)
+    merged["runs"] = len(runs)
+    return merged
+
+
 def table(paths):
-    """The side-by-side table and the ratios to tracebench from saved peers.json files."""
-    results = []
+    """The side-by-side table and the ratios to tracebench from saved peers.json files;
+    a cell measured in several files is their median (`median_merge`)."""
+    cells = {}
     for path in paths:
-        results += json.loads(Path(path).read_text())["results"]
+        for r in json.loads(Path(path).read_text())["results"]:
+            cells.setdefault((r["peer"], r["mode"], r["rate"]), []).append(r)
+    results = [median_merge(runs) for runs in cells.values()]
     order = {"tracebench": 0, "aiperf": 1, "guidellm": 2, "inference-perf": 3, "sglang": 4}
     results.sort(key=lambda r: (r["mode"] != "small", r["rate"], order.get(r["peer"], 9)))
     ours = {(r["mode"], r["rate"]): r for r in results if r["peer"] == "tracebench"}
@@ -414,12 +440,12 @@ def main(args):
     from run import binary, save
     work = Path(args.work) / "peers"
     work.mkdir(parents=True, exist_ok=True)
-    status = install()
     cells = [("small", int(r)) for r in args.rates.split(",")] + [("full", 50)]
     peers = [p for p in ["tracebench", "aiperf", "guidellm", "inference-perf"]
              if not args.only or p in args.only.split(",")]
     if "sglang" in args.only.split(","):
         peers.append("sglang")
+    status = install([p for p in peers if p != "tracebench"])
     results, rows = [], [HEADER]
     for mode, rate in cells:
         for peer in peers:
