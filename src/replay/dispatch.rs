@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -141,6 +141,11 @@ struct Shared<T, P> {
     /// Cancel requests in flight (after the grace period).
     cancel: CancellationToken,
     tokenizer: Option<Arc<dyn Tokenizer>>,
+    /// The loop shares one thread with the requests ([`Pacer::Shared`]): after starting a
+    /// request it waits until the request's task has run once, so that each request of a
+    /// burst is handed to its connection (and written) before the next one is built, with
+    /// no socket polling in between.
+    hand_over: bool,
 }
 
 /// When and how a request is sent, decided before it is.
@@ -151,6 +156,9 @@ struct Admission {
     parent_failed: bool,
     /// Slot already held, with its queue wait.
     permit: Option<(OwnedSemaphorePermit, Duration)>,
+    /// Told once the request's exchange has been polled for the first time (see
+    /// [`Shared::hand_over`]).
+    started: Option<oneshot::Sender<()>>,
 }
 
 /// What to dispatch: the plan, its records, and how to build and send each request.
@@ -201,6 +209,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         live,
         stop,
         tokenizer: options.tokenizer.clone(),
+        hand_over: options.pacer == Pacer::Shared,
     });
     let mut tasks = JoinSet::new();
     let handled = run_loop(&shared, prompt_rx, &options, &runtime, &mut tasks).await;
@@ -292,13 +301,22 @@ async fn launch<T: Transport, P: PromptSource>(
         shared.finish_unsent(index, "stopped before a slot was free".to_string());
         return false;
     };
+    let (started, has_started) = match shared.hand_over {
+        true => Some(oneshot::channel()).unzip(),
+        false => (None, None),
+    };
     let admission = Admission {
         scheduled: shared.plan.entries[index].offset,
         session_wait: None,
         parent_failed: false,
         permit,
+        started,
     };
     tasks.spawn_on(send(shared.clone(), index, prompt, admission), runtime);
+    if let Some(has_started) = has_started {
+        // Resolves once the task has run (the task is queued on this very thread).
+        let _ = has_started.await;
+    }
     true
 }
 
@@ -343,6 +361,7 @@ async fn run_child<T: Transport, P: PromptSource>(
         session_wait: Some(release.saturating_sub(entry.offset)),
         parent_failed: !parent.ok,
         permit,
+        started: None,
     };
     send(shared.clone(), index, prompt, admission).await;
 }
@@ -361,7 +380,8 @@ async fn send<T: Transport, P: PromptSource>(
     shared.live.sent.fetch_add(1, Ordering::Relaxed);
     shared.live.in_flight.fetch_add(1, Ordering::Relaxed);
     let cancel = shared.cancel.clone();
-    let exchange = shared.transport.exchange(request, tag, cancel).await;
+    let exchange = shared.transport.exchange(request, tag, cancel);
+    let exchange = tell_after_first_poll(exchange, admission.started).await;
     shared.live.in_flight.fetch_sub(1, Ordering::Relaxed);
     let (permit, queue_wait) = admission.permit.unzip();
     drop(permit);
@@ -500,6 +520,22 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         // The receiver only goes away when the whole run is torn down.
         let _ = self.sink.send(record);
     }
+}
+
+/// `future`, telling `started` right after its first poll.
+async fn tell_after_first_poll<F: Future>(
+    future: F,
+    mut started: Option<oneshot::Sender<()>>,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if let Some(started) = started.take() {
+            let _ = started.send(());
+        }
+        poll
+    })
+    .await
 }
 
 /// Counts first tokens and decode tokens into `live` as chunks arrive.

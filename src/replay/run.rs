@@ -2,20 +2,27 @@
 //! writer of `requests.jsonl`, the progress bars and the dispatch thread, wait for the plan
 //! to finish or a stop, and hand back every record. Reports are the caller's.
 //!
-//! The dispatch loop runs on its own OS thread with its own single-threaded runtime, so the
-//! precise pacer may block that thread; requests and their streams run on the caller's
-//! runtime.
+//! The dispatch loop runs on its own OS thread with its own single-threaded runtime. When
+//! the process may run on one core only (the benchmark pins the client with `taskset`), the
+//! requests and their streams run on that same runtime and the loop waits with the
+//! non-blocking [`Pacer::Shared`]: a burst then leaves back to back from the thread that
+//! waited for it. With more cores, requests run on a response runtime of one worker per core
+//! (its CPU affinity, not the machine's core count: two workers pinned to one core paid
+//! futex wake-ups and context switches between themselves), and the loop's precise pacer
+//! may block its own thread. Records go back to the caller's runtime, which writes them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{self, OutputError, RequestsWriter};
 use super::progress::Progress;
-use super::{DispatchEnd, DispatchInput, Live, PromptSource, RequestRecord, Transport, dispatch};
+use super::{
+    DispatchEnd, DispatchInput, Live, Pacer, PromptSource, RequestRecord, Transport, dispatch,
+};
 use crate::report::RunInfo;
 
 /// Everything one replay needs.
@@ -46,6 +53,16 @@ pub async fn execute<T: Transport, P: PromptSource>(
     setup: RunSetup<T, P>,
     stop: CancellationToken,
 ) -> Result<RunResult, OutputError> {
+    execute_on(setup, stop, None).await
+}
+
+/// [`execute`] with `client_threads` worker threads for requests and their streams
+/// (default: [`default_client_threads`]).
+pub async fn execute_on<T: Transport, P: PromptSource>(
+    setup: RunSetup<T, P>,
+    stop: CancellationToken,
+    client_threads: Option<usize>,
+) -> Result<RunResult, OutputError> {
     output::write_run_info(&setup.dir, &setup.run_info)?;
     let writer = RequestsWriter::create(&setup.dir)?;
     let (sink, records) = mpsc::unbounded_channel();
@@ -60,7 +77,8 @@ pub async fn execute<T: Transport, P: PromptSource>(
         let output_tokens = records.iter().map(|r| u64::from(r.output_tokens)).sum();
         Progress::start(live.clone(), records.len() as u64, output_tokens)
     });
-    let end = run_dispatch_thread(setup.input, stop, sink, live).await;
+    let threads = client_threads.unwrap_or_else(default_client_threads).max(1);
+    let end = run_dispatch_thread(setup.input, stop, sink, live, threads).await;
     if let Some(progress) = progress {
         progress.finish().await;
     }
@@ -74,34 +92,72 @@ pub async fn execute<T: Transport, P: PromptSource>(
     })
 }
 
-/// Runs [`dispatch`] on a dedicated thread; `None` if that thread failed.
+/// Threads for the dispatch loop and the requests by default: as many as the cores this
+/// process may run on (`taskset` and cgroup limits count), at least one.
+pub fn default_client_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs [`dispatch`] on a dedicated thread; `None` if that thread failed. With one thread
+/// the requests run there too; with more, on a runtime of `threads` workers made there.
 async fn run_dispatch_thread<T: Transport, P: PromptSource>(
-    input: DispatchInput<T, P>,
+    mut input: DispatchInput<T, P>,
     stop: CancellationToken,
     sink: mpsc::UnboundedSender<RequestRecord>,
     live: Arc<Live>,
+    threads: usize,
 ) -> Option<DispatchEnd> {
-    let handle = Handle::current();
     let (done, end) = oneshot::channel();
+    if threads == 1 && input.options.pacer == Pacer::Precise {
+        input.options.pacer = Pacer::Shared;
+    }
     let spawned = std::thread::Builder::new()
         .name("tracebench-dispatch".to_string())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            match runtime {
-                Ok(runtime) => {
-                    let end = runtime.block_on(dispatch(input, stop, handle, sink, live));
-                    let _ = done.send(end);
+        .spawn(move || match build_runtimes(threads) {
+            Ok((dispatcher, responses)) => {
+                let handle = responses.as_ref().unwrap_or(&dispatcher).handle().clone();
+                // A task, not the `block_on` future: tokio polls that future only after
+                // polling the sockets, which would put other streams' chunks between the
+                // requests of a burst (see `Shared::hand_over` in dispatch).
+                let task = dispatcher.spawn(dispatch(input, stop, handle, sink, live));
+                match dispatcher.block_on(task) {
+                    Ok(end) => {
+                        let _ = done.send(end);
+                    }
+                    Err(err) => tracing::error!("the dispatch loop failed: {err}"),
                 }
-                Err(err) => tracing::error!("cannot start the dispatch thread: {err}"),
+                // Every request has ended; what is left are idle pooled connections.
+                dispatcher.shutdown_background();
+                if let Some(responses) = responses {
+                    responses.shutdown_background();
+                }
             }
+            Err(err) => tracing::error!("cannot start the dispatch thread: {err}"),
         });
     if let Err(err) = spawned {
         tracing::error!("cannot start the dispatch thread: {err}");
         return None;
     }
     end.await.ok()
+}
+
+/// The dispatch thread's own runtime and, with more than one thread, the response runtime
+/// of `threads` workers. On one thread everything shares the first: a burst is then sent
+/// back to back by the thread that waited for its deadline, with no wake-up of another
+/// thread (see docs/PERFORMANCE.md, "Send path").
+fn build_runtimes(threads: usize) -> std::io::Result<(Runtime, Option<Runtime>)> {
+    let dispatcher = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if threads <= 1 {
+        return Ok((dispatcher, None));
+    }
+    let responses = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("tracebench-client")
+        .enable_all()
+        .build()?;
+    Ok((dispatcher, Some(responses)))
 }
 
 /// Cancels `stop` on the first Ctrl-C or SIGTERM.

@@ -12,7 +12,7 @@ use tracebench::cli::trace_input::TraceInputArgs;
 use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint};
 use tracebench::replay::prompts::FillerPrompts;
 use tracebench::replay::{
-    DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, execute,
+    DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, execute, execute_on,
 };
 use tracebench::report::{GoodputSlo, RunInfo, SCHEMA_VERSION};
 use tracebench::schedule::{self, Arrivals, PlanOptions, SessionMode};
@@ -65,6 +65,20 @@ fn run_info() -> RunInfo {
 /// Replays a fixture through the library against `url`.
 async fn replay_fixture(fixture: &str, url: &str, sessions: SessionMode) -> Vec<RequestRecord> {
     let path = common::fixture(fixture);
+    let (records, partial) = replay_file(&path, url, sessions, None, None).await;
+    assert!(!partial);
+    records
+}
+
+/// Replays the trace at `path` against `url` with `threads` client threads (default: one
+/// per core), stopped after `stop_after` if given; the records and whether it was partial.
+async fn replay_file(
+    path: &Path,
+    url: &str,
+    sessions: SessionMode,
+    threads: Option<usize>,
+    stop_after: Option<Duration>,
+) -> (Vec<RequestRecord>, bool) {
     let prepared = TraceInputArgs::for_file(path.display().to_string()).load();
     let prepared = prepared.unwrap_or_else(|e| panic!("{e:#}"));
     let plan_options = PlanOptions {
@@ -94,12 +108,89 @@ async fn replay_fixture(fixture: &str, url: &str, sessions: SessionMode) -> Vec<
         run_info: run_info(),
         progress: false,
     };
-    let result = execute(setup, CancellationToken::new()).await;
+    let stop = CancellationToken::new();
+    if let Some(after) = stop_after {
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            stopper.cancel();
+        });
+    }
+    let result = match threads {
+        None => execute(setup, stop).await,
+        Some(n) => execute_on(setup, stop, Some(n)).await,
+    };
     let result = result.unwrap_or_else(|e| panic!("{e}"));
-    assert!(!result.partial);
     let lines = std::fs::read_to_string(dir.path().join("requests.jsonl")).unwrap_or_default();
     assert_eq!(lines.lines().count(), result.records.len());
-    result.records
+    (result.records, result.partial)
+}
+
+/// A Mooncake trace of bursts: `sizes[i]` records at `i × gap_ms`, each with its own id in
+/// `hash_ids` and a short output.
+fn write_bursts(dir: &Path, sizes: &[usize], gap_ms: u64) -> PathBuf {
+    let path = dir.join("bursts.jsonl");
+    let mut lines = Vec::new();
+    for (burst, size) in sizes.iter().enumerate() {
+        for _ in 0..*size {
+            let id = lines.len();
+            let at = burst as u64 * gap_ms;
+            lines.push(format!(
+                r#"{{"timestamp": {at}, "input_length": 16, "output_length": 4, "hash_ids": [{id}]}}"#
+            ));
+        }
+    }
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap_or_else(|e| panic!("{e}"));
+    path
+}
+
+#[tokio::test]
+async fn replay_on_one_thread_sends_each_burst_in_plan_order_after_its_deadline() {
+    let url = serve(slow_script()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_bursts(dir.path(), &[6, 1, 9], 150);
+    for threads in [1, 2] {
+        let (out, partial) =
+            replay_file(&trace, &url, SessionMode::Ignore, Some(threads), None).await;
+        assert!(!partial);
+        assert_eq!(out.len(), 16, "{threads} threads");
+        assert!(out.iter().all(|r| r.outcome == Outcome::Ok), "{out:?}");
+        // Never early, and the burst at 0.3 s is not sent before its instant.
+        assert!(
+            out.iter().all(|r| sent(r) >= r.scheduled_s),
+            "{threads} threads"
+        );
+        assert!(out[7..].iter().all(|r| sent(r) >= 0.3), "{threads} threads");
+        if threads == 1 {
+            // One thread sends a burst back to back in plan order.
+            let sends: Vec<f64> = out.iter().map(sent).collect();
+            assert!(sends.windows(2).all(|w| w[0] <= w[1]), "{sends:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn replay_on_one_thread_gates_sessions_as_on_many() {
+    let url = serve(slow_script()).await;
+    let path = common::fixture("replay/sessions_chain.jsonl");
+    let (out, partial) = replay_file(&path, &url, SessionMode::Gate, Some(1), None).await;
+    assert!(!partial);
+    assert!(out.iter().all(|r| r.outcome == Outcome::Ok), "{out:?}");
+    assert!(sent(&out[1]) >= end(&out[0]) && sent(&out[2]) >= end(&out[1]));
+}
+
+#[tokio::test]
+async fn replay_on_one_thread_stops_skipping_what_was_not_sent() {
+    let url = serve(slow_script()).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // Bursts at 0, 0.2, 2.0 and 2.2 s; stopped at 0.6 s, with 1 s of grace.
+    let trace = write_bursts(dir.path(), &[2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1], 200);
+    let stop = Some(Duration::from_millis(600));
+    let (out, partial) = replay_file(&trace, &url, SessionMode::Ignore, Some(1), stop).await;
+    assert!(partial);
+    let outcomes: Vec<Outcome> = out.iter().map(|r| r.outcome).collect();
+    use Outcome::{Ok, Skipped};
+    assert_eq!(outcomes, vec![Ok, Ok, Ok, Skipped, Skipped]);
 }
 
 fn sent(r: &RequestRecord) -> f64 {
