@@ -142,7 +142,7 @@ impl SseReader {
                 continue;
             }
             self.complete_line(&bytes[..end], &mut on_event)?;
-            self.after_cr = bytes[end] == b'\r' && rest.is_empty();
+            self.after_cr = bytes[end] == b'\r' && end + 1 == bytes.len();
             bytes = rest;
         }
 
@@ -398,6 +398,15 @@ mod tests {
     fn crlf_split_between_reads_is_one_line_end() {
         let events = parse_split(b"data: a\r\n\r\ndata: b\r\n\r\n", &[8, 10]);
         assert_eq!(events, vec![data("a"), data("b")]);
+    }
+
+    #[test]
+    fn crlf_ending_a_read_then_a_blank_line_dispatches() {
+        let input = b"data: a\r\n\ndata: b\r\n\r\n";
+        for cut in 0..input.len() {
+            let events = parse_split(input, &[cut]);
+            assert_eq!(events, vec![data("a"), data("b")], "cut {cut}");
+        }
     }
 
     #[test]
