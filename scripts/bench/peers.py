@@ -1,7 +1,7 @@
-"""The peers side by side (`run.py peers`): AIPerf, GuideLLM, inference-perf and (with
-`--only sglang`) SGLang's bench_serving replay the same Mooncake slice against the same
-pinned simulator as tracebench, and every client is judged by the same server-side figures, read from the simulator's chunk log alone (the
-peers send no request ids, so no per-request join):
+"""The peers side by side (`run.py peers`): AIPerf, GuideLLM, inference-perf and SGLang's
+bench_serving replay the same Mooncake slice against the same pinned simulator as
+tracebench, and every client is judged by the same server-side figures, read from the
+simulator's chunk log alone (the peers send no request ids, so no per-request join):
 
   arrival rate   (n − 1) / (last − first `received`)
   arrival lag    per request, in arrival order against the sorted schedule:
@@ -441,10 +441,8 @@ def main(args):
     work = Path(args.work) / "peers"
     work.mkdir(parents=True, exist_ok=True)
     cells = [("small", int(r)) for r in args.rates.split(",")] + [("full", 50)]
-    peers = [p for p in ["tracebench", "aiperf", "guidellm", "inference-perf"]
+    peers = [p for p in ["tracebench", "aiperf", "guidellm", "inference-perf", "sglang"]
              if not args.only or p in args.only.split(",")]
-    if "sglang" in args.only.split(","):
-        peers.append("sglang")
     status = install([p for p in peers if p != "tracebench"])
     results, rows = [], [HEADER]
     for mode, rate in cells:

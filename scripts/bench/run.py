@@ -271,7 +271,8 @@ def main():
     sub.add_parser("table", help="print the tables of a saved WORK/accuracy.json")
     peers = sub.add_parser("peers", help="the peers side by side (installs them; slow)")
     peers.add_argument("--rates", default="50,200,1000")
-    peers.add_argument("--only", default="", help="comma list: tracebench,aiperf,sglang")
+    peers.add_argument("--only", default="",
+                       help="comma list of tracebench,aiperf,guidellm,inference-perf,sglang")
     peers.add_argument("--records", type=int, default=RECORDS)
     ptable = sub.add_parser("peers-table", help="side-by-side and ratio tables of peers.json")
     ptable.add_argument("files", nargs="+", help="peers.json files of `run.py peers`")
