@@ -81,12 +81,32 @@ def accuracy_cell(work, mode, rate, rep):
     if measured.code != 0:
         raise RuntimeError(f"replay exited {measured.code}: see {cell / 'replay.err'}")
     result = truth.accuracy(cell / "run" / "requests.jsonl", chunk_log)
+    result.update(burst_figures(cell / "run" / "requests.jsonl"))
     result.update(cpu_figures(measured, result, rate))
     result["sim_cpu_s"] = sim.cpu_s
     result["load_average_before"] = load
     result["sched"] = {"nice": procs.NICE, "policy": procs.SCHED or "other"}
     result["command"] = " ".join(replay_argv("URL", rate, mode, "OUT"))
     return result
+
+
+def burst_figures(requests_path):
+    """How bursts leave: requests sharing one scheduled instant, the first one's lag and the
+    gap between consecutive sends of a burst (ms, p50 and p99). The send lag's tail in a
+    bursty trace is the first lag plus the burst's position times the gap."""
+    bursts = {}
+    for r in truth.read_requests(requests_path):
+        if r.get("sent_s") is not None:
+            bursts.setdefault(r["scheduled_s"], []).append(r["sent_s"])
+    first, gaps = [], []
+    for scheduled, sends in bursts.items():
+        sends.sort()
+        first.append((sends[0] - scheduled) * 1e3)
+        gaps += [(b - a) * 1e3 for a, b in zip(sends, sends[1:])]
+    figure = lambda values: {"p50": truth.percentile(sorted(values), 50),  # noqa: E731
+                             "p99": truth.percentile(sorted(values), 99)} if values else None
+    return {"burst_first_lag_ms": figure(first), "burst_gap_ms": figure(gaps),
+            "bursts": len(bursts)}
 
 
 def cpu_figures(measured, result, rate):
@@ -164,13 +184,15 @@ def cmd_table(args):
         rows.append(accuracy_row(mode, int(rate), results))
     print("\n".join(rows))
     detail = ["| prompts | offered /s | upload p50 / p99 ms | first-token delivery p50 / p99 ms "
-              "| sim CPU s | load before |", "|---|---|---|---|---|---|"]
+              "| first of a burst p50 / gap in a burst p50 ms | sim CPU s | load before |",
+              "|---|---|---|---|---|---|---|"]
     for key, results in saved["results"].items():
         mode, rate = key.rsplit("-", 1)
         m = lambda path: median_of(results, path)  # noqa: E731
         detail.append(f"| {mode} | {int(rate):,} | {fmt(m('upload_ms.p50'), 3)} / "
                       f"{fmt(m('upload_ms.p99'), 3)} | {fmt(m('delivery_ms.p50'), 3)} / "
-                      f"{fmt(m('delivery_ms.p99'), 3)} | {fmt(m('sim_cpu_s'))} | "
+                      f"{fmt(m('delivery_ms.p99'), 3)} | {fmt(m('burst_first_lag_ms.p50'), 3)} / "
+                      f"{fmt(m('burst_gap_ms.p50'), 3)} | {fmt(m('sim_cpu_s'))} | "
                       f"{fmt(m('load_average_before'), 1)} |")
     print("\n" + "\n".join(detail))
 
