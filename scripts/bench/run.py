@@ -63,7 +63,7 @@ def replay_argv(base_url, rate, mode, out_dir, records=RECORDS, trace=TRACE):
     argv = [binary(), "replay", "--trace", str(trace), "--limit", str(records),
             "--target-rate", str(rate), "--max-output-tokens", str(OUTPUT_TOKENS),
             "--base-url", base_url, "--model", "tracebench-sim", "--no-calibrate",
-            "--no-progress", "--lookahead", str(records), "--output", str(out_dir)]
+            "--no-progress", "--lookahead", str(records), "--output", str(out_dir), "--force"]
     if mode == "small":
         argv += ["--max-input-tokens", str(SMALL_INPUT_TOKENS)]
     return argv
@@ -205,7 +205,7 @@ def cmd_memory(args):
         argv = [binary(), "replay", "--trace", str(TRACE), "--target-rate", str(args.rate),
                 "--max-output-tokens", str(OUTPUT_TOKENS), "--base-url", sim.base_url,
                 "--model", "tracebench-sim", "--no-calibrate", "--no-progress",
-                "--output", str(work / "run")]
+                "--output", str(work / "run"), "--force"]
         m = procs.run_measured(procs.pinned(CLIENT_CORE, argv), work / "out", work / "err")
     ok = sum(1 for r in truth.read_requests(work / "run" / "requests.jsonl")
              if r["outcome"] == "ok")

@@ -165,6 +165,12 @@ pub struct LoadArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     pub sessions: Option<SessionMode>,
 
+    /// With --sessions gate or think: build each follow-up turn once its parent finished,
+    /// carrying the parent's generated text where the parent's prompt ends (blocks prompts;
+    /// prompts then depend on the server's output).
+    #[arg(long)]
+    pub sessions_live: bool,
+
     /// Cap on the think time of --sessions think, seconds.
     #[arg(
         long,
@@ -182,6 +188,12 @@ pub struct LoadArgs {
         allow_negative_numbers = true
     )]
     pub lookahead: usize,
+
+    /// Threads for sending and reading streams (default: the cores this process may use,
+    /// `taskset` included). With one, sends and streams share one thread.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub client_threads: Option<usize>,
 
     /// After Ctrl-C, how long requests in flight may finish before they are cancelled, s.
     #[arg(
@@ -270,6 +282,12 @@ pub fn check_args(args: &ReplayArgs) -> anyhow::Result<()> {
 
     let load = &args.load;
     secs("--max-think", load.max_think)?;
+    if load.sessions_live && load.sessions == Some(SessionMode::Ignore) {
+        anyhow::bail!(
+            "--sessions-live needs --sessions gate or think (a turn is built from its parent's \
+             output), not --sessions ignore"
+        );
+    }
     secs("--grace", load.grace)?;
     if let Some(ratio) = args.out.max_failed_ratio
         && !(0.0..=1.0).contains(&ratio)
@@ -349,7 +367,7 @@ async fn replay_into(
         run_info: run_info.clone(),
         progress: !args.out.no_progress && std::io::stdout().is_terminal(),
     };
-    let result = crate::replay::execute(setup, stop).await?;
+    let result = crate::replay::execute_on(setup, stop, args.load.client_threads).await?;
     if let Some(sim) = sim {
         let _ = sim.shutdown().await;
     }
@@ -521,6 +539,12 @@ pub fn make_plan(records: &[TraceRecord], load: &LoadArgs, seed: u64) -> anyhow:
             true => SessionMode::Gate,
             false => SessionMode::Ignore,
         });
+    if load.sessions_live && sessions == SessionMode::Ignore {
+        anyhow::bail!(
+            "--sessions-live: the trace has no sessions (no parent_chat_id links) and \
+             --sessions is ignore, so no turn has a parent's output to carry"
+        );
+    }
     let options = PlanOptions {
         arrivals,
         sessions,
@@ -550,6 +574,7 @@ fn dispatch_options(
         lead_in: Duration::from_millis(100),
         pacer: Pacer::Precise,
         tokenizer: Some(tokenizer),
+        sessions_live: load.sessions_live,
     })
 }
 
@@ -596,6 +621,9 @@ fn run_info(
             "timeout_s": target.timeout,
             "max_event_bytes": target.max_event_bytes,
             "grace_s": load.grace,
+            "client_threads": load
+                .client_threads
+                .unwrap_or_else(crate::replay::default_client_threads),
         }),
     }
 }

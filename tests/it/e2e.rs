@@ -675,3 +675,45 @@ fn negative_numbers_reach_our_own_validation() {
         );
     }
 }
+
+#[test]
+fn client_threads_is_recorded_and_every_count_completes_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 3, 4, 5]);
+    for threads in ["1", "3"] {
+        let out_dir = dir.path().join(format!("run-{threads}"));
+        let out_arg = out_dir.display().to_string();
+        let mut args = sim_args(&trace, &out_arg);
+        args.extend(["--client-threads", threads]);
+        let out = run_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+        let mut requests = read_jsonl(&out_dir.join("requests.jsonl"));
+        all_ok(&mut requests, 4);
+        let completions: Vec<u64> = requests
+            .iter()
+            .map(|r| u64_of(r, "completion_tokens"))
+            .collect();
+        assert_eq!(completions, vec![2, 3, 4, 5], "{threads} threads");
+        let run = read_json(&out_dir.join("run.json"));
+        assert_eq!(run["config"]["client_threads"].to_string(), threads);
+    }
+
+    let refused = run_in(
+        dir.path(),
+        &[
+            "replay",
+            "--sim",
+            "--trace",
+            &trace,
+            "--client-threads",
+            "0",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr_of(&refused).contains("--client-threads"),
+        "{}",
+        stderr_of(&refused)
+    );
+}
