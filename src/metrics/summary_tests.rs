@@ -258,7 +258,7 @@ mod props {
                 index: 0, line: 1, scheduled_s, sent_s, first_token_s, end_s, queue_wait_ms,
                 session_wait_ms, input_tokens, output_tokens, prompt_tokens, completion_tokens,
                 completion_source: None, cached_tokens, chunk_s, outcome, error: None,
-                clamped: false, parent_failed: false,
+                clamped: false, parent_failed: false, live_tokens: None,
             }
         }
     }

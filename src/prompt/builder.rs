@@ -179,6 +179,16 @@ impl PromptBuilder {
         self.mode
     }
 
+    /// The seed every random choice derives from.
+    pub(super) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Whether prompts carry their token ids.
+    pub(super) fn with_ids(&self) -> bool {
+        self.with_ids
+    }
+
     /// The vetted word pieces, vetting them on first use.
     pub fn vocab(&self) -> Result<Arc<PieceVocab>, PromptError> {
         let built = self

@@ -5,7 +5,8 @@
 //!   `tokenizer.json`, a hub repository id).
 //! - [`PieceVocab`]: the tokenizer's vetted single-token word pieces, which make text of a
 //!   known token count without encoding it.
-//! - [`PromptBuilder`]: one record in, one [`Prompt`] out, in any [`PromptMode`].
+//! - [`PromptBuilder`]: one record in, one [`Prompt`] out, in any [`PromptMode`];
+//!   [`PromptBuilder::build_live`] for a session child carrying its parent's output.
 //! - [`ChatTemplate`]: the `tokenizer_config.json` fallback for the chat template overhead.
 //!
 //! No network and no tokio here, except the hub download when a repository id is loaded.
@@ -13,6 +14,7 @@
 mod batch;
 mod builder;
 mod hf;
+mod live;
 mod mix;
 mod mode;
 mod random;
@@ -24,6 +26,7 @@ mod vocab;
 
 pub use batch::{for_each_mapped, for_each_prompt, sample_indexes};
 pub use builder::{Prompt, PromptBuilder, PromptError, text_tokens};
+pub use live::LivePrompt;
 pub use mode::PromptMode;
 pub use template::{ChatTemplate, TOKENIZER_CONFIG_FILE, TemplateError, config_beside};
 pub use tokenizer::{

@@ -6,8 +6,11 @@
 //!
 //! Every plan entry yields exactly one [`RequestRecord`] on the sink: measured, cancelled
 //! (in flight when the grace period ran out) or skipped (never sent). Prompts are built
-//! ahead of the loop on a blocking thread, at most `lookahead` entries ahead.
+//! ahead of the loop on a blocking thread, at most `lookahead` entries ahead; with
+//! `--sessions-live` a child whose parent succeeded is built again once the parent's output
+//! is known, carrying it.
 
+use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pacer::Pacer;
+use super::prompts::BuilderPrompts;
 use super::{Outcome, RequestRecord};
 use crate::client::{Client, Exchange, OutputHook, PromptBody, Tag};
 use crate::prompt::Tokenizer;
@@ -100,6 +104,8 @@ pub struct DispatchOptions {
     pub pacer: Pacer,
     /// Counts output tokens when the server sends no usage.
     pub tokenizer: Option<Arc<dyn Tokenizer>>,
+    /// `--sessions-live`: a child's prompt carries its parent's generated text.
+    pub sessions_live: bool,
 }
 
 /// What the loop ended with.
@@ -112,7 +118,7 @@ pub struct DispatchEnd {
 }
 
 /// How a parent ended, for its children.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ParentDone {
     /// Send offset from the run start.
     sent: Duration,
@@ -120,6 +126,8 @@ struct ParentDone {
     end: Duration,
     /// Whether it succeeded.
     ok: bool,
+    /// Its generated text, kept only under `--sessions-live` for a success with output.
+    text: Option<Arc<str>>,
 }
 
 type ParentSlot = watch::Sender<Option<ParentDone>>;
@@ -141,6 +149,8 @@ struct Shared<T, P> {
     /// Cancel requests in flight (after the grace period).
     cancel: CancellationToken,
     tokenizer: Option<Arc<dyn Tokenizer>>,
+    /// `--sessions-live`: keep each parent's text and build its children with it.
+    sessions_live: bool,
     /// The loop shares one thread with the requests ([`Pacer::Shared`]): after starting a
     /// request it waits until the request's task has run once, so that each request of a
     /// burst is handed to its connection (and written) before the next one is built, with
@@ -154,6 +164,8 @@ struct Admission {
     scheduled: Duration,
     session_wait: Option<Duration>,
     parent_failed: bool,
+    /// Tokens of the parent's output in the prompt (`--sessions-live`).
+    live_tokens: Option<u32>,
     /// Slot already held, with its queue wait.
     permit: Option<(OwnedSemaphorePermit, Duration)>,
     /// Told once the request's exchange has been polled for the first time (see
@@ -209,6 +221,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         live,
         stop,
         tokenizer: options.tokenizer.clone(),
+        sessions_live: options.sessions_live,
         hand_over: options.pacer == Pacer::Shared,
     });
     let mut tasks = JoinSet::new();
@@ -309,6 +322,7 @@ async fn launch<T: Transport, P: PromptSource>(
         scheduled: shared.plan.entries[index].offset,
         session_wait: None,
         parent_failed: false,
+        live_tokens: None,
         permit,
         started,
     };
@@ -336,9 +350,10 @@ async fn run_child<T: Transport, P: PromptSource>(
         true => wait.kind.release(entry.offset, parent.sent, parent.end),
         false => entry.offset,
     };
-    let prompt = match prompt {
-        Some(prompt) => Ok(prompt),
-        None => shared.build_request(index).await,
+    let (prompt, live_tokens) = match (parent.text, prompt) {
+        (Some(text), prompt) => shared.build_live_request(index, text, prompt).await,
+        (None, Some(prompt)) => (Ok(prompt), None),
+        (None, None) => (shared.build_request(index).await, None),
     };
     let sleep = tokio::time::sleep_until(shared.start + release);
     tokio::select! {
@@ -360,6 +375,7 @@ async fn run_child<T: Transport, P: PromptSource>(
         scheduled: release,
         session_wait: Some(release.saturating_sub(entry.offset)),
         parent_failed: !parent.ok,
+        live_tokens,
         permit,
         started: None,
     };
@@ -390,7 +406,9 @@ async fn send<T: Transport, P: PromptSource>(
     out.queue_wait_ms = queue_wait.map(|w| w.as_secs_f64() * 1e3);
     out.session_wait_ms = admission.session_wait.map(|w| w.as_secs_f64() * 1e3);
     out.parent_failed = admission.parent_failed;
-    shared.finish(index, out, Some((exchange.sent, exchange.end)));
+    out.live_tokens = admission.live_tokens;
+    let text = shared.kept_text(index, &out, &exchange.result.text);
+    shared.finish(index, out, Some((exchange.sent, exchange.end)), text);
 }
 
 impl<T: Transport, P: PromptSource> Shared<T, P> {
@@ -424,7 +442,7 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => None,
-            done = rx.wait_for(Option::is_some) => done.ok().and_then(|d| *d),
+            done = rx.wait_for(Option::is_some) => done.ok().and_then(|d| d.clone()),
         }
     }
 
@@ -437,6 +455,49 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         built
             .await
             .unwrap_or_else(|e| Err(format!("prompt task failed: {e}")))
+    }
+
+    /// Entry `index`'s prompt built with its parent's output `text` (`--sessions-live`),
+    /// with the tokens of it that went in; the usual prompt (`prebuilt`, or built now)
+    /// when no live prompt applies.
+    async fn build_live_request(
+        self: &Arc<Self>,
+        index: usize,
+        text: Arc<str>,
+        prebuilt: Option<T::Request>,
+    ) -> (Result<T::Request, String>, Option<u32>) {
+        let shared = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let entry = &shared.plan.entries[index];
+            let parent = entry.wait.map(|w| &shared.records[shared.plan.entries[w.parent].record]);
+            let record = &shared.records[entry.record];
+            let live = parent.and_then(|p| live_prompt(&*shared.prompts, record, p, &text));
+            live.map(|live| {
+                live.map(|(body, tokens)| {
+                    let request = shared.transport.prepare(body, record.output_tokens);
+                    (request, tokens)
+                })
+            })
+        });
+        let built = built
+            .await
+            .unwrap_or_else(|e| Some(Err(format!("prompt task failed: {e}"))));
+        match (built, prebuilt) {
+            (Some(Ok((request, tokens))), _) => (Ok(request), Some(tokens)),
+            (Some(Err(error)), _) => (Err(error), None),
+            (None, Some(request)) => (Ok(request), None),
+            (None, None) => (self.build_request(index).await, None),
+        }
+    }
+
+    /// The text a finished request leaves its children: under `--sessions-live`, for an
+    /// entry with children that succeeded with output.
+    fn kept_text(&self, index: usize, record: &RequestRecord, text: &str) -> Option<Arc<str>> {
+        let keep = self.sessions_live
+            && self.parents[index].is_some()
+            && record.outcome == Outcome::Ok
+            && !text.is_empty();
+        keep.then(|| Arc::from(text))
     }
 
     fn seconds(&self, at: Instant) -> f64 {
@@ -493,6 +554,7 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
             error,
             clamped: record.clamped,
             parent_failed: false,
+            live_tokens: None,
         }
     }
 
@@ -502,11 +564,18 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
             index,
             self.unsent(index, Outcome::Skipped, Some(error)),
             None,
+            None,
         );
     }
 
-    /// Hands the record to the sink and releases the entry's children.
-    fn finish(&self, index: usize, record: RequestRecord, times: Option<(Instant, Instant)>) {
+    /// Hands the record to the sink and releases the entry's children, leaving them `text`.
+    fn finish(
+        &self,
+        index: usize,
+        record: RequestRecord,
+        times: Option<(Instant, Instant)>,
+        text: Option<Arc<str>>,
+    ) {
         if let Some(slot) = &self.parents[index] {
             let now = Instant::now();
             let (sent, end) = times.unwrap_or((now, now));
@@ -514,6 +583,7 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
                 sent: sent.saturating_duration_since(self.start),
                 end: end.saturating_duration_since(self.start),
                 ok: record.outcome == Outcome::Ok,
+                text,
             }));
         }
         self.live.done.fetch_add(1, Ordering::Relaxed);
@@ -563,6 +633,33 @@ fn parent_slots(plan: &Plan) -> Vec<Option<ParentSlot>> {
         slots[wait.parent].get_or_insert_with(|| watch::channel(None).0);
     }
     slots
+}
+
+/// A session child's prompt carrying `parent_text`, and how many tokens of it went in;
+/// `None` when `prompts` cannot build one (only the prompt synthesiser can) or none applies.
+///
+/// TODO: this belongs in a `PromptSource` method overridden by `BuilderPrompts`
+/// (src/replay/prompts.rs, not this module's to edit); until then the source is recognised
+/// by its type.
+fn live_prompt<P: PromptSource>(
+    prompts: &P,
+    record: &TraceRecord,
+    parent: &TraceRecord,
+    parent_text: &str,
+) -> Option<Result<(PromptBody, u32), String>> {
+    let source = (prompts as &dyn Any).downcast_ref::<BuilderPrompts>()?;
+    let built = source
+        .builder
+        .build_live(record, parent, parent_text, source.overhead_tokens);
+    let live = match built {
+        Ok(live) => live?,
+        Err(error) => return Some(Err(error.to_string())),
+    };
+    let body = match live.prompt.token_ids {
+        Some(ids) => PromptBody::TokenIds(ids),
+        None => PromptBody::Text(live.prompt.text),
+    };
+    Some(Ok((body, live.live_tokens)))
 }
 
 /// Requests in plan order, as the prompt thread hands them over.
@@ -731,6 +828,7 @@ mod tests {
             lead_in: Duration::ZERO,
             pacer: Pacer::Tokio,
             tokenizer: None,
+            sessions_live: false,
         }
     }
 

@@ -271,6 +271,7 @@ mod tests {
             error: Some("http 503".into()),
             clamped: false,
             parent_failed: false,
+            live_tokens: None,
         }
     }
 

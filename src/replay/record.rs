@@ -96,6 +96,10 @@ pub struct RequestRecord {
     /// This is a session child whose parent request failed.
     #[serde(default)]
     pub parent_failed: bool,
+    /// `--sessions-live`: tokens of the parent's generated text in this child's prompt;
+    /// absent when the prompt was built without it (a root, a failed parent, no output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_tokens: Option<u32>,
 }
 
 impl RequestRecord {

@@ -102,6 +102,7 @@ async fn replay_file(
                 lead_in: Duration::from_millis(20),
                 pacer: Pacer::Precise,
                 tokenizer: None,
+                sessions_live: false,
             },
         },
         dir: dir.path().to_path_buf(),
