@@ -111,7 +111,9 @@ impl PromptBuilder {
         let mut head = PieceWriter::new(vocab, parts.head, false);
         push_blocks(&mut head, blocks, &own.hash_ids, own.block_size, parts.head);
 
-        let inserted = self.tokenizer().decode(&output_ids[..parts.insert as usize])?;
+        let inserted = self
+            .tokenizer()
+            .decode(&output_ids[..parts.insert as usize])?;
 
         let shared_blocks = parts.head.div_ceil(own.block_size) as usize;
         let rest = own.hash_ids.get(shared_blocks..).unwrap_or_default();
@@ -208,12 +210,16 @@ mod tests {
 
     fn builder(records: &[TraceRecord]) -> anyhow::Result<PromptBuilder> {
         let tokenizer = load_tokenizer("o200k_base")?;
-        Ok(PromptBuilder::new(PromptMode::Blocks, tokenizer, 7, records)?)
+        Ok(PromptBuilder::new(
+            PromptMode::Blocks,
+            tokenizer,
+            7,
+            records,
+        )?)
     }
 
     #[test]
-    fn live_prompt_keeps_the_parents_part_inserts_the_output_and_is_exact() -> anyhow::Result<()>
-    {
+    fn live_prompt_keeps_the_parents_part_inserts_the_output_and_is_exact() -> anyhow::Result<()> {
         let parent = record(1, 40, &[1, 2, 3]);
         let child = record(2, 80, &[1, 2, 4, 5, 6]);
         let b = builder(&[parent.clone(), child.clone()])?;
@@ -223,7 +229,10 @@ mod tests {
 
         assert_eq!(b.tokenizer().count(&live.prompt.text), 80);
         assert_eq!(live.prompt.tokens, 80);
-        assert_eq!(live.live_tokens as usize, b.tokenizer().encode(output).len());
+        assert_eq!(
+            live.live_tokens as usize,
+            b.tokenizer().encode(output).len()
+        );
         // Blocks 1 and 2 (32 tokens) are the parent's own leading text.
         let parent_text = b.build(&parent, 0)?.text;
         let cut = parent_text.match_indices(' ').nth(32).map_or(0, |(i, _)| i);

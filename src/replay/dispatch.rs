@@ -469,7 +469,9 @@ impl<T: Transport, P: PromptSource> Shared<T, P> {
         let shared = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let entry = &shared.plan.entries[index];
-            let parent = entry.wait.map(|w| &shared.records[shared.plan.entries[w.parent].record]);
+            let parent = entry
+                .wait
+                .map(|w| &shared.records[shared.plan.entries[w.parent].record]);
             let record = &shared.records[entry.record];
             let live = parent.and_then(|p| live_prompt(&*shared.prompts, record, p, &text));
             live.map(|live| {

@@ -502,3 +502,274 @@ fn sweep_refuses_a_fixed_time_scale() {
         stderr(&output)
     );
 }
+
+/// `--sessions-live` (issue 11, its optional part): a child's prompt carries its parent's
+/// generated text, still of the child's exact length, against the simulator.
+mod sessions_live {
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use tracebench::cli::trace_input::TraceInputArgs;
+    use tracebench::client::PromptBody;
+    use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, Tag};
+    use tracebench::prompt::{PromptBuilder, PromptMode, load_tokenizer};
+    use tracebench::replay::prompts::BuilderPrompts;
+    use tracebench::replay::{
+        DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, Transport, execute,
+    };
+    use tracebench::schedule::{self, Arrivals, PlanOptions, SessionMode};
+    use tracebench::sim::{self, FaultRule, SimConfig, SimHandle, TimingMode};
+
+    use super::{read_records, run_info, stderr};
+
+    /// Output tokens of every turn.
+    const OUTPUT: usize = 8;
+
+    /// The client, keeping every request body it sends by request id.
+    struct Recording {
+        client: Client,
+        bodies: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Transport for Recording {
+        type Request = bytes::Bytes;
+
+        fn prepare(&self, prompt: PromptBody, max_tokens: u32) -> bytes::Bytes {
+            self.client.prepare(prompt, max_tokens)
+        }
+
+        async fn exchange(
+            &self,
+            request: bytes::Bytes,
+            tag: Tag,
+            cancel: CancellationToken,
+        ) -> Exchange {
+            let id = tag.request_id.clone().unwrap_or_default();
+            let body = String::from_utf8_lossy(&request).into_owned();
+            if let Ok(mut bodies) = self.bodies.lock() {
+                bodies.push((id, body));
+            }
+            self.client.exchange(request, tag, cancel).await
+        }
+    }
+
+    impl Recording {
+        /// The body of plan entry `index`.
+        fn body(&self, index: usize) -> String {
+            let id = format!("tracebench-{index}");
+            let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+            let found = bodies.iter().find(|(i, _)| *i == id);
+            found.map(|(_, b)| b.clone()).unwrap_or_default()
+        }
+    }
+
+    /// Writes Bailian-format `lines` (chat id, parent, timestamp s, input length, hash ids).
+    fn write_bailian(dir: &Path, lines: &[(i64, i64, f64, u32, &[u64])]) -> PathBuf {
+        let path = dir.join("trace.jsonl");
+        let text: String = lines
+            .iter()
+            .map(|(chat, parent, at, input, ids)| {
+                format!(
+                    r#"{{"chat_id": {chat}, "parent_chat_id": {parent}, "timestamp": {at}, "input_length": {input}, "output_length": {OUTPUT}, "type": "text", "turn": 1, "hash_ids": {ids:?}}}"#
+                ) + "\n"
+            })
+            .collect();
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        path
+    }
+
+    /// A chain of three turns, each extending its parent's blocks.
+    fn chain(dir: &Path) -> PathBuf {
+        write_bailian(
+            dir,
+            &[
+                (1, -1, 0.0, 40, &[1, 2, 3]),
+                (2, 1, 0.05, 70, &[1, 2, 4, 5, 6]),
+                (3, 2, 0.1, 100, &[1, 2, 4, 5, 7, 8, 9]),
+            ],
+        )
+    }
+
+    fn simulator(faults: &[&str]) -> SimHandle {
+        let config = SimConfig {
+            timing: TimingMode::Fixed,
+            ttft: Duration::from_millis(20),
+            itl: Duration::from_millis(2),
+            tokenizer: Some(load_tokenizer("o200k_base").unwrap_or_else(|e| panic!("{e}"))),
+            faults: faults
+                .iter()
+                .map(|f| f.parse::<FaultRule>().unwrap_or_else(|e| panic!("{e}")))
+                .collect(),
+            ..SimConfig::default()
+        };
+        sim::spawn(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Plain completions (no chat template): the simulator's `prompt_tokens` is the
+    /// prompt's own token count.
+    fn completions_client(sim: &SimHandle) -> Client {
+        let config = ClientConfig {
+            endpoint: Endpoint::parse(&sim.base_url()).unwrap_or_else(|e| panic!("{e}")),
+            api: Api::Completions,
+            model: sim.state().config().model_id.clone(),
+            headers: vec![],
+            api_key: ApiKey::default(),
+            extra_body: None,
+            connect_timeout: Duration::from_secs(2),
+            first_token_timeout: None,
+            total_timeout: Some(Duration::from_secs(20)),
+            max_event_bytes: 1 << 20,
+        };
+        Client::new(config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Replays `path` with `--sessions gate --sessions-live` and blocks prompts against
+    /// `sim`; the records in plan order and the client that kept the bodies.
+    async fn replay_live(path: &Path, sim: &SimHandle) -> (Vec<RequestRecord>, Arc<Recording>) {
+        let prepared = TraceInputArgs::for_file(path.display().to_string()).load();
+        let prepared = prepared.unwrap_or_else(|e| panic!("{e:#}"));
+        let plan_options = PlanOptions {
+            arrivals: Arrivals::Trace,
+            sessions: SessionMode::Gate,
+            max_think: Duration::from_secs(60),
+            seed: 0,
+        };
+        let plan = schedule::plan(&prepared.records, &plan_options);
+        let plan = plan.unwrap_or_else(|e| panic!("{e}"));
+        let tokenizer = load_tokenizer("o200k_base").unwrap_or_else(|e| panic!("{e}"));
+        let builder =
+            PromptBuilder::new(PromptMode::Blocks, tokenizer.clone(), 0, &prepared.records);
+        let builder = builder.unwrap_or_else(|e| panic!("{e}"));
+        let transport = Arc::new(Recording {
+            client: completions_client(sim),
+            bodies: Mutex::new(Vec::new()),
+        });
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let setup = RunSetup {
+            input: DispatchInput {
+                plan: Arc::new(plan),
+                records: prepared.records.into(),
+                prompts: Arc::new(BuilderPrompts {
+                    builder,
+                    overhead_tokens: 0,
+                }),
+                transport: transport.clone(),
+                options: DispatchOptions {
+                    max_concurrency: None,
+                    lookahead: 8,
+                    grace: Duration::from_secs(1),
+                    lead_in: Duration::from_millis(20),
+                    pacer: Pacer::Precise,
+                    tokenizer: Some(tokenizer),
+                    sessions_live: true,
+                },
+            },
+            dir: dir.path().to_path_buf(),
+            run_info: run_info(),
+            progress: false,
+        };
+        let result = execute(setup, CancellationToken::new()).await;
+        let mut records = result.unwrap_or_else(|e| panic!("{e}")).records;
+        records.sort_by_key(|r| r.index);
+        (records, transport)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_turn_carries_its_parents_output_at_its_exact_length() {
+        let sim = simulator(&[]);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (out, bodies) = replay_live(&chain(dir.path()), &sim).await;
+
+        let generated = sim.state().word().repeat(OUTPUT);
+        let live: Vec<_> = out.iter().map(|r| r.live_tokens).collect();
+        assert_eq!(live, vec![None, Some(OUTPUT as u32), Some(OUTPUT as u32)]);
+        for r in &out {
+            assert_eq!(r.outcome, Outcome::Ok, "{r:?}");
+            assert_eq!(r.prompt_tokens, Some(r.input_tokens), "{r:?}");
+        }
+        assert!(!bodies.body(0).contains(&generated), "{}", bodies.body(0));
+        for child in [1, 2] {
+            assert!(
+                bodies.body(child).contains(&generated),
+                "{}",
+                bodies.body(child)
+            );
+        }
+        let _ = sim.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_parent_leaves_its_child_built_the_usual_way() {
+        // Request 2 (the parent) fails after two tokens of text; its child is request 3.
+        let sim = simulator(&["error:2,every=2"]);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let trace = write_bailian(
+            dir.path(),
+            &[
+                (1, -1, 0.0, 40, &[1, 2, 3]),
+                (2, -1, 0.05, 40, &[11, 12, 13]),
+                (3, 2, 0.1, 70, &[11, 12, 14, 15, 16]),
+            ],
+        );
+        let (out, bodies) = replay_live(&trace, &sim).await;
+
+        assert_eq!(out[1].outcome, Outcome::InBand, "{:?}", out[1]);
+        let child = &out[2];
+        assert!(child.parent_failed, "{child:?}");
+        assert_eq!((child.outcome, child.live_tokens), (Outcome::Ok, None));
+        assert_eq!(child.prompt_tokens, Some(70));
+        let partial = sim.state().word().repeat(2);
+        assert!(!bodies.body(2).contains(&partial), "{}", bodies.body(2));
+        let _ = sim.shutdown().await;
+    }
+
+    #[test]
+    fn the_command_line_records_live_tokens_per_child() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.path().join("run");
+        let output = super::sim_replay(&chain(dir.path()), &out)
+            .args(["--sessions", "gate", "--sessions-live"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+        let records = read_records(&out);
+        let live: Vec<_> = records.iter().map(|r| (r.index, r.live_tokens)).collect();
+        assert_eq!(live, vec![(0, None), (1, Some(8)), (2, Some(8))]);
+        // The simulator counts the chat template too; calibration took it out.
+        for r in &records {
+            assert_eq!(r.prompt_tokens, Some(r.input_tokens), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn sessions_live_is_refused_with_sessions_ignore_and_without_sessions() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.path().join("run");
+        let output = super::sim_replay(&chain(dir.path()), &out)
+            .args(["--sessions", "ignore", "--sessions-live"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(output.status.code(), Some(2));
+        assert!(
+            stderr(&output).contains("--sessions-live needs --sessions gate or think"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(!out.join("requests.jsonl").exists());
+
+        let plain = super::write_trace(dir.path(), 2, 10);
+        let output = super::sim_replay(&plain, &out)
+            .arg("--sessions-live")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("the trace has no sessions"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
