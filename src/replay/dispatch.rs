@@ -151,6 +151,8 @@ struct Shared<T, P> {
     tokenizer: Option<Arc<dyn Tokenizer>>,
     /// `--sessions-live`: keep each parent's text and build its children with it.
     sessions_live: bool,
+    /// `--sessions-live`: children built with their parent's text, and without it.
+    live_built: [AtomicUsize; 2],
     /// The loop shares one thread with the requests ([`Pacer::Shared`]): after starting a
     /// request it waits until the request's task has run once, so that each request of a
     /// burst is handed to its connection (and written) before the next one is built, with
@@ -222,6 +224,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         stop,
         tokenizer: options.tokenizer.clone(),
         sessions_live: options.sessions_live,
+        live_built: Default::default(),
         hand_over: options.pacer == Pacer::Shared,
     });
     let mut tasks = JoinSet::new();
@@ -229,6 +232,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
 
     skip_unhandled(&shared, &handled);
     finish_tasks(&shared, &mut tasks, options.grace).await;
+    log_live_counts(&shared);
     // After the wait: a stop during the grace period (every request already sent) still
     // cancelled requests, so the run is partial.
     let stopped = shared.stop.is_cancelled();
@@ -355,6 +359,9 @@ async fn run_child<T: Transport, P: PromptSource>(
         (None, Some(prompt)) => (Ok(prompt), None),
         (None, None) => (shared.build_request(index).await, None),
     };
+    if shared.sessions_live {
+        shared.live_built[usize::from(live_tokens.is_none())].fetch_add(1, Ordering::Relaxed);
+    }
     let sleep = tokio::time::sleep_until(shared.start + release);
     tokio::select! {
         biased;
@@ -731,6 +738,20 @@ async fn warm_up<R>(
         "{} prompts built ahead in {:?}",
         rx.len(),
         started.elapsed()
+    );
+}
+
+/// Says how many children carried their parent's output under `--sessions-live`.
+fn log_live_counts<T: Transport, P: PromptSource>(shared: &Shared<T, P>) {
+    if !shared.sessions_live {
+        return;
+    }
+    let [live, plain] = &shared.live_built;
+    tracing::info!(
+        "--sessions-live: {} follow-up turns carried their parent's output, {} were built \
+         without it (failed parent, no output, not a blocks prompt or no exact fit)",
+        live.load(Ordering::Relaxed),
+        plain.load(Ordering::Relaxed)
     );
 }
 

@@ -726,21 +726,28 @@ mod sessions_live {
     }
 
     #[test]
-    fn the_command_line_records_live_tokens_per_child() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let out = dir.path().join("run");
-        let output = super::sim_replay(&chain(dir.path()), &out)
-            .args(["--sessions", "gate", "--sessions-live"])
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    fn the_command_line_records_live_tokens_per_child_under_gate_and_think() {
+        for mode in ["gate", "think"] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let out = dir.path().join("run");
+            let output = super::sim_replay(&chain(dir.path()), &out)
+                .args(["--sessions", mode, "--sessions-live"])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+            assert!(
+                stderr(&output).contains("2 follow-up turns carried their parent's output, 0"),
+                "{}",
+                stderr(&output)
+            );
 
-        let records = read_records(&out);
-        let live: Vec<_> = records.iter().map(|r| (r.index, r.live_tokens)).collect();
-        assert_eq!(live, vec![(0, None), (1, Some(8)), (2, Some(8))]);
-        // The simulator counts the chat template too; calibration took it out.
-        for r in &records {
-            assert_eq!(r.prompt_tokens, Some(r.input_tokens), "{r:?}");
+            let records = read_records(&out);
+            let live: Vec<_> = records.iter().map(|r| (r.index, r.live_tokens)).collect();
+            assert_eq!(live, vec![(0, None), (1, Some(8)), (2, Some(8))], "{mode}");
+            // The simulator counts the chat template too; calibration took it out.
+            for r in &records {
+                assert_eq!(r.prompt_tokens, Some(r.input_tokens), "{mode}: {r:?}");
+            }
         }
     }
 
