@@ -90,6 +90,9 @@ pub(crate) async fn serve(script: Script) -> String {
     format!("http://{addr}/v1")
 }
 
+/// One request per connection, announced with `connection: close`: without it the client
+/// may pool the connection and reuse it while this side shuts it down (a race that fails
+/// the next request with "connection closed before message completed").
 async fn answer(mut socket: TcpStream, script: Script) {
     let _ = socket.set_nodelay(true);
     if read_request(&mut socket).await.is_none() {
@@ -97,7 +100,7 @@ async fn answer(mut socket: TcpStream, script: Script) {
     }
     tokio::time::sleep(script.head_delay).await;
     let head = format!(
-        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
         script.status, script.content_type
     );
     if socket.write_all(head.as_bytes()).await.is_err() {
