@@ -8,6 +8,7 @@ use clap::Parser;
 use tracebench::cli::{Cli, EXIT_INPUT_ERROR};
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_logging(cli.verbose);
 
@@ -34,6 +35,26 @@ fn one_line(err: &anyhow::Error) -> String {
         parent = cause;
     }
     text
+}
+
+/// `tracebench trace stats --json | head -1`: when the reader of stdout goes away, `print!`
+/// panics with a broken pipe. That is the reader's choice, not our failure: end quietly with
+/// 141 (128 + SIGPIPE, what a shell reports for a process killed by it), every other panic
+/// as before.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
 }
 
 /// Logs go to stderr; stdout carries the report only. `RUST_LOG` overrides `-v`.

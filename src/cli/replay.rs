@@ -260,7 +260,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         let dir = output::prepare_dir(args.out.output.as_deref(), args.out.force)?;
         let stop = CancellationToken::new();
         crate::replay::stop_on_signals(stop.clone(), secs("--grace", args.load.grace)?);
-        let report = replay_once(&args, trace, plan, &dir, stop).await?;
+        let report = match replay_once(&args, trace, plan, &dir, stop).await {
+            Err(err) if err.is::<InterruptedBeforeStart>() => {
+                eprintln!("{err}");
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            }
+            report => report?,
+        };
         print!("{}", crate::report::console::render(&report.summary));
         eprintln!("results in {}", report.dir.display());
         Ok(ExitCode::from(exit_code(&args.out, &report)))
@@ -338,11 +344,11 @@ async fn replay_into(
 ) -> anyhow::Result<ReplayReport> {
     raise_open_files_limit();
     let (sim, base_url) = start_target(args)?;
-    let client = build_client(&args.target, &base_url).await?;
-    let tokenizer = args.prompt.tokenizer(Some(&client.config().model))?;
-    let builder = args.prompt.builder(tokenizer.clone(), &prepared.records)?;
-    let calibration = run_calibration(&args.target, &client, &builder).await;
-    eprintln!("{}", calibration.describe());
+    let (client, tokenizer, builder, calibration) = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Err(InterruptedBeforeStart.into()),
+        ready = prepare_requests(args, &prepared, &base_url) => ready?,
+    };
 
     let run_info = run_info(
         args,
@@ -417,6 +423,51 @@ fn extra_body(
     Ok(Some(body))
 }
 
+/// A stop (Ctrl-C, SIGTERM) came while the server was still being asked about itself:
+/// nothing was sent, nothing is written.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted before the first request: nothing was sent")]
+pub struct InterruptedBeforeStart;
+
+/// How long each question to the server before the run (the model list, the calibration
+/// probe) may take when `--timeout` does not say: a server that accepts and never answers
+/// must not hold the run forever.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client (with the model), the tokenizer, the prompt builder and the calibration:
+/// everything asked of the server before the first request.
+async fn prepare_requests(
+    args: &ReplayArgs,
+    prepared: &PreparedTrace,
+    base_url: &str,
+) -> anyhow::Result<(
+    Client,
+    Arc<dyn Tokenizer>,
+    crate::prompt::PromptBuilder,
+    Calibration,
+)> {
+    let client = build_client(&args.target, base_url).await?;
+    let tokenizer = args.prompt.tokenizer(Some(&client.config().model))?;
+    let builder = args.prompt.builder(tokenizer.clone(), &prepared.records)?;
+
+    let limit = setup_limit(client.config());
+    let calibration = tokio::time::timeout(limit, run_calibration(&args.target, &client, &builder))
+        .await
+        .unwrap_or_else(|_| {
+            let error = format!("the probe got no answer within {limit:?}");
+            Calibration::failed(CALIBRATION_PROBE_TOKENS, error)
+        });
+    eprintln!("{}", calibration.describe());
+    Ok((client, tokenizer, builder, calibration))
+}
+
+/// [`SETUP_TIMEOUT`], or `--timeout` when that is shorter.
+fn setup_limit(config: &ClientConfig) -> Duration {
+    config
+        .total_timeout
+        .map_or(SETUP_TIMEOUT, |total| total.min(SETUP_TIMEOUT))
+}
+
 async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Client> {
     let mut config = ClientConfig {
         endpoint: Endpoint::parse(base_url)?,
@@ -432,9 +483,15 @@ async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Cli
     };
     if target.model.is_none() {
         let client = Client::new(config.clone())?;
-        config.model = match client.first_model().await {
-            Ok(model) => model,
-            Err(err) => return Err(unreachable_or(err, &client).await),
+        let limit = setup_limit(&config);
+        config.model = match tokio::time::timeout(limit, client.first_model()).await {
+            Ok(Ok(model)) => model,
+            Ok(Err(err)) => return Err(unreachable_or(err, &client).await),
+            Err(_) => anyhow::bail!(
+                "the server at {} did not answer GET /v1/models within {limit:?} (pass --model \
+                 if it does not serve that endpoint)",
+                config.endpoint.shown()
+            ),
         };
         tracing::info!("model: {}", config.model);
     }

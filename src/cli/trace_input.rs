@@ -41,7 +41,8 @@ pub struct TraceReadArgs {
     pub format: Option<TraceFormat>,
 
     /// Tokens per `hash_ids` block (default: the format's, 16 for Bailian, 512 for Mooncake).
-    #[arg(long, value_name = "TOKENS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "TOKENS", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub block_size: Option<u32>,
 
     /// What to do with an invalid record: stop with its FILE:LINE error, or skip and count it.

@@ -25,6 +25,11 @@ const EPOCH_SIZED_NS: i64 = 100_000_000 * 1_000_000_000;
 /// How many skipped-record messages the report keeps verbatim.
 const KEPT_MESSAGES: usize = 5;
 
+/// Most tokens a record may ask for, in or out. Far above any served context (the public
+/// traces stay under 130 k), low enough that building the prompt cannot exhaust memory: a
+/// typo of a few digits is an invalid record, not a run that allocates gigabytes.
+pub const MAX_RECORD_TOKENS: u32 = 16_777_216;
+
 /// What to do with an invalid record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -209,7 +214,8 @@ impl<'a> Collector<'a> {
         self.report.failed_dropped += 1;
     }
 
-    /// Takes a parsed record, unless its timestamp's origin disagrees with the first record's.
+    /// Takes a parsed record, unless its timestamp's origin disagrees with the first record's
+    /// or it asks for more than [`MAX_RECORD_TOKENS`].
     pub(crate) fn accept(&mut self, line: u64, parsed: Parsed) -> Result<(), TraceError> {
         let epoch_sized = parsed.time_ns >= EPOCH_SIZED_NS;
         let first_was_epoch = *self.epoch_sized.get_or_insert(epoch_sized);
@@ -220,6 +226,16 @@ impl<'a> Collector<'a> {
                 first_was_epoch,
             };
             return self.reject(line, "timestamp", problem);
+        }
+
+        for (field, tokens) in [
+            ("input_length", parsed.record.input_tokens),
+            ("output_length", parsed.record.output_tokens),
+        ] {
+            if tokens > MAX_RECORD_TOKENS {
+                let problem = Problem::TooLarge(format!("{tokens} > {MAX_RECORD_TOKENS} tokens"));
+                return self.reject(line, field, problem);
+            }
         }
 
         self.note_order(line, parsed.time_ns);

@@ -19,5 +19,5 @@ pub mod timeline;
 
 pub use error::{Problem, RecordError, TraceError};
 pub use format::{TRACEBENCH_DEFAULT_BLOCK_SIZE, TraceFormat};
-pub use load::{LoadOptions, LoadReport, LoadedTrace, OnInvalid, detect, load};
+pub use load::{LoadOptions, LoadReport, LoadedTrace, MAX_RECORD_TOKENS, OnInvalid, detect, load};
 pub use record::{PrefixBlocks, SessionLink, TraceRecord};

@@ -888,3 +888,120 @@ fn two_thousand_concurrent_streams_against_a_sim_process_all_finish() {
         sim.peak_rss_kib()
     );
 }
+
+/// A server that accepts connections and never answers; the listener lives as long as the
+/// returned handle.
+fn silent_server() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (listener, format!("http://{addr}/v1"))
+}
+
+#[test]
+fn a_server_that_never_answers_the_model_list_fails_within_the_timeout() {
+    let dir = tempdir();
+    let trace = write_trace(dir.path(), 3, 10, 4);
+    let (_listener, url) = silent_server();
+    let out = dir.path().join("run");
+    let output = run(Command::new(common::bin())
+        .args([
+            "replay",
+            "--base-url",
+            &url,
+            "--timeout",
+            "1",
+            "--no-progress",
+        ])
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--output")
+        .arg(&out));
+
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("did not answer GET /v1/models within 1s"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing was sent, so no run directory is left"
+    );
+}
+
+#[test]
+fn ctrl_c_while_the_server_is_asked_about_itself_exits_130_and_leaves_nothing() {
+    let dir = tempdir();
+    let trace = write_trace(dir.path(), 3, 10, 4);
+    let (_listener, url) = silent_server();
+    let out = dir.path().join("run");
+    let child = Command::new(common::bin())
+        .args(["replay", "--base-url", &url, "--no-progress", "--trace"])
+        .arg(&trace)
+        .arg("--output")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The model lookup waits on the silent server (up to a minute) when the signal comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, "-INT");
+
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted before the first request"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing was sent, so no run directory is left"
+    );
+}
+
+#[test]
+fn absurd_token_counts_and_a_zero_block_size_are_input_errors() {
+    let dir = tempdir();
+    let trace = dir.path().join("big.jsonl");
+    let lines = "{\"timestamp\": 0, \"input_length\": 100, \"output_length\": 5}\n\
+                 {\"timestamp\": 1, \"input_length\": 4000000000, \"output_length\": 5}\n";
+    std::fs::write(&trace, lines).unwrap_or_else(|e| panic!("{e}"));
+
+    let output = run(Command::new(common::bin())
+        .args(["trace", "stats"])
+        .arg(&trace));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("big.jsonl:2: input_length: too large (4000000000 > 16777216 tokens)"),
+        "{stderr}"
+    );
+
+    let small = write_trace(dir.path(), 2, 10, 4);
+    let output = run(Command::new(common::bin())
+        .args(["trace", "stats", "--block-size", "0"])
+        .arg(&small));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("--block-size"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let dir = tempdir();
+    let trace = write_trace(dir.path(), 2, 10, 4);
+    // `true` exits at once; tracebench starts writing to a pipe nobody reads.
+    let script = format!(
+        "(sleep 0.3; exec '{}' trace stats '{}' --json) | true; echo \"exit ${{PIPESTATUS[0]}}\"",
+        common::bin().display(),
+        trace.display()
+    );
+    let output = run(Command::new("bash").args(["-c", &script]));
+    let stderr = text(&output.stderr);
+    assert_eq!(text(&output.stdout).trim(), "exit 141", "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
