@@ -73,6 +73,15 @@ pub fn read_run(dir: &Path, goodput: Option<GoodputSlo>) -> Result<Rebuilt, Repo
 /// The summary of a run for comparison: from `summary.json` (a directory's, or the file
 /// itself), else recomputed from the directory's records.
 pub fn load_summary(path: &Path) -> Result<Summary, ReportError> {
+    if !path.exists() {
+        return Err(ReportError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such run directory or summary.json",
+            ),
+        });
+    }
     let (dir, file) = if path.is_dir() {
         (path.to_path_buf(), path.join("summary.json"))
     } else {

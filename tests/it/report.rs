@@ -400,3 +400,19 @@ mod props {
         }
     }
 }
+
+#[test]
+fn compare_names_the_missing_run_itself() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let missing = dir.path().join("nonexistent");
+    let output = Command::new(common::bin())
+        .arg("compare")
+        .arg(&missing)
+        .arg(&missing)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let expected = format!("{}: no such run directory", missing.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+}
