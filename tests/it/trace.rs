@@ -363,10 +363,15 @@ fn trace_skip_mode_with_no_valid_record_is_an_error() {
 
 #[test]
 fn trace_record_on_a_ten_mib_line_is_read() {
-    let blocks: u32 = 1_300_000;
-    let ids: Vec<String> = (0..blocks).map(|i| i.to_string()).collect();
+    // The most blocks a record may have (MAX_RECORD_TOKENS / 512), with large ids, plus an
+    // unknown field that takes the line past 10 MiB.
+    let blocks: u32 = tracebench::trace::MAX_RECORD_TOKENS / 512;
+    let ids: Vec<String> = (0..blocks)
+        .map(|i| ((u64::from(i) + 1) << 40).to_string())
+        .collect();
+    let pad = "x".repeat(10 * 1024 * 1024);
     let line = format!(
-        "{{\"timestamp\": 0, \"input_length\": {}, \"output_length\": 1, \"hash_ids\": [{}]}}\n",
+        "{{\"timestamp\": 0, \"input_length\": {}, \"output_length\": 1, \"pad\": \"{pad}\", \"hash_ids\": [{}]}}\n",
         blocks * 512,
         ids.join(", ")
     );
