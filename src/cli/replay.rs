@@ -21,7 +21,8 @@ use super::prompts::PromptArgs;
 use super::sim::SimReplayArgs;
 use super::trace_input::{PreparedTrace, TraceInputArgs};
 use crate::client::{
-    Api, ApiKey, Client, ClientConfig, ClientError, DEFAULT_MAX_EVENT_BYTES, Endpoint, PromptBody,
+    Api, ApiKey, Client, ClientConfig, ClientError, DEFAULT_MAX_EVENT_BYTES, Endpoint, HttpClient,
+    PromptBody,
 };
 use crate::metrics::Summary;
 use crate::prompt::Tokenizer;
@@ -125,6 +126,12 @@ pub struct TargetArgs {
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES,
           allow_negative_numbers = true)]
     pub max_event_bytes: usize,
+
+    /// HTTP stack for the streamed requests: direct (the client's own keep-alive
+    /// connections, opened before the run; plain http without a proxy) or reqwest (also
+    /// used for https, proxies and credentials in the URL).
+    #[arg(long, value_enum, value_name = "CLIENT", default_value = "direct")]
+    pub http_client: HttpClient,
 }
 
 /// When requests are sent.
@@ -188,6 +195,13 @@ pub struct LoadArgs {
         allow_negative_numbers = true
     )]
     pub lookahead: usize,
+
+    /// Idle connections opened before the run and kept open while it lasts, so that a
+    /// request rarely connects on its way out (default: the most requests the plan sends
+    /// within any 250 ms, 4 to 1,024, at most --max-concurrency; 0: connect on demand).
+    /// Applies to --http-client direct.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub warm_connections: Option<usize>,
 
     /// Threads for sending and reading streams (default: the cores this process may use,
     /// `taskset` included). With one, sends and streams share one thread.
@@ -480,6 +494,7 @@ async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Cli
         first_token_timeout: opt_secs("--first-token-timeout", target.first_token_timeout)?,
         total_timeout: opt_secs("--timeout", target.timeout)?,
         max_event_bytes: target.max_event_bytes,
+        http_client: target.http_client,
     };
     if target.model.is_none() {
         let client = Client::new(config.clone())?;
@@ -632,6 +647,7 @@ fn dispatch_options(
         pacer: Pacer::Precise,
         tokenizer: Some(tokenizer),
         sessions_live: load.sessions_live,
+        warm_connections: load.warm_connections,
     })
 }
 
@@ -677,6 +693,8 @@ fn run_info(
             "first_token_timeout_s": target.first_token_timeout,
             "timeout_s": target.timeout,
             "max_event_bytes": target.max_event_bytes,
+            "http_client": target.http_client,
+            "warm_connections": load.warm_connections,
             "grace_s": load.grace,
             "client_threads": load
                 .client_threads

@@ -1,18 +1,23 @@
-//! HTTP for the streaming client: one pooled reqwest client (HTTP/1.1, keep-alive,
-//! `TCP_NODELAY`, rustls), the endpoint URLs derived from `--base-url`, request bodies as the
-//! seed sends them, and one streamed exchange with connect / first-token / total timeouts.
+//! HTTP for the streaming client: the endpoint URLs derived from `--base-url`, request
+//! bodies as the seed sends them, and one streamed exchange with connect / first-token /
+//! total timeouts. Streaming requests to plain `http://` go over the client's own keep-alive
+//! connections ([`super::direct`]); the rest (https, the model list, `/metrics`) over one
+//! pooled reqwest client (HTTP/1.1, keep-alive, `TCP_NODELAY`, rustls).
 //!
 //! The API key goes into a header marked sensitive and is never formatted anywhere: its
 //! `Debug` is redacted and no error message includes request headers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Request, Response};
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use super::direct::{ConnectionCounts, Pool, error_chain, next_data};
 use super::stream::{Flow, OutputHook, StreamResult, StreamTimer};
 use crate::replay::{Outcome, TimeoutKind};
 
@@ -53,6 +58,18 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// Which HTTP stack carries the streaming requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpClient {
+    /// The client's own keep-alive connections, opened ahead of the sends, for plain
+    /// `http://` without a proxy or credentials in the URL; reqwest otherwise.
+    #[default]
+    Direct,
+    /// reqwest for every request (connections opened when a request finds none idle).
+    Reqwest,
 }
 
 /// Which OpenAI endpoint requests go to.
@@ -190,6 +207,8 @@ pub struct ClientConfig {
     pub total_timeout: Option<Duration>,
     /// Bound on one SSE event, bytes.
     pub max_event_bytes: usize,
+    /// Which HTTP stack carries the streaming requests.
+    pub http_client: HttpClient,
 }
 
 /// The pooled client.
@@ -200,6 +219,8 @@ pub struct Client {
     /// The endpoint requests go to, parsed once: parsing it per request cost ~20,000
     /// instructions on the send path (callgrind; docs/PERFORMANCE.md, "Send path").
     stream_url: reqwest::Url,
+    /// The owned connections, when streaming requests bypass reqwest.
+    direct: Option<Arc<Pool>>,
 }
 
 /// What identifies and observes one exchange.
@@ -226,6 +247,18 @@ impl Client {
     /// Builds the pooled client.
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let headers = default_headers(&config)?;
+        let stream_url = stream_url(&config)?;
+        let direct = match config.http_client {
+            HttpClient::Direct => {
+                let probe = reqwest::Url::parse(&config.endpoint.api("models"));
+                let timeout = config.connect_timeout;
+                let pool = probe
+                    .ok()
+                    .and_then(|probe| Pool::for_endpoint(&stream_url, &probe, &headers, timeout));
+                pool.map(Arc::new)
+            }
+            HttpClient::Reqwest => None,
+        };
         let http = reqwest::Client::builder()
             .http1_only()
             .tcp_nodelay(true)
@@ -235,17 +268,51 @@ impl Client {
             .default_headers(headers)
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
-        let stream_url = stream_url(&config)?;
         Ok(Self {
             http,
-            config: std::sync::Arc::new(config),
+            config: Arc::new(config),
             stream_url,
+            direct,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Whether streaming requests go over the client's own connections.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Connections the direct transport opened so far (zero with reqwest).
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        self.direct.as_ref().map(|p| p.counts()).unwrap_or_default()
+    }
+
+    /// Opens connections until `count` are idle (direct transport only). A connect failure
+    /// is logged, not returned: the requests will meet and record it.
+    pub async fn open_connections(&self, count: usize) {
+        if let Some(pool) = &self.direct
+            && let Err((_, error)) = pool.fill(count).await
+        {
+            tracing::info!("connections are opened on demand: {error}");
+        }
+    }
+
+    /// Keeps `count` connections idle until `stop` (direct transport only).
+    pub fn keep_connections(
+        &self,
+        count: usize,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pool = self.direct.clone();
+        async move {
+            if let Some(pool) = pool {
+                pool.keep(count, stop).await;
+            }
+        }
     }
 
     /// The underlying reqwest client (for `/tokenize`, `/metrics` and the like).
@@ -333,13 +400,80 @@ impl Client {
     /// [`Client::stream_tagged`] with a body already encoded by [`Client::encode_body`].
     pub async fn stream_encoded(
         &self,
-        body: bytes::Bytes,
+        body: Bytes,
         tag: Tag,
         cancel: &CancellationToken,
     ) -> Exchange {
-        let request = self.request(body, tag.request_id.as_deref());
+        let request_id = tag.request_id.as_deref();
+        let timer = StreamTimer::new(self.config.max_event_bytes).with_hook(tag.on_output);
+        match &self.direct {
+            Some(pool) => {
+                self.exchange_direct(pool, body, request_id, timer, cancel)
+                    .await
+            }
+            None => self.exchange_reqwest(body, request_id, timer, cancel).await,
+        }
+    }
+
+    /// One exchange over the client's own connections.
+    async fn exchange_direct(
+        &self,
+        pool: &Pool,
+        body: Bytes,
+        request_id: Option<&str>,
+        mut timer: StreamTimer,
+        cancel: &CancellationToken,
+    ) -> Exchange {
+        let request = pool.request(body, request_id);
         let sent = Instant::now();
-        let mut timer = StreamTimer::new(self.config.max_event_bytes).with_hook(tag.on_output);
+        let deadlines = Deadlines::new(&self.config, sent);
+
+        let response = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled".to_string())),
+            r = timeout_at(deadlines.before_output(), pool.send(request)) => match r {
+                Err(_) => Err(deadlines.expired(false)),
+                Ok(r) => r,
+            },
+        };
+        let mut reusable = None;
+        match response {
+            Err((outcome, error)) => timer.set_failure(outcome, error),
+            Ok((response, _)) if !response.status().is_success() => {
+                let status = response.status().as_u16();
+                let (outcome, error) = http_failure(status, response.into_body()).await;
+                timer.set_failure(outcome, error);
+            }
+            Ok((response, sender)) => {
+                let mut body = response.into_body();
+                let read = read_body(&mut body, &mut timer, &deadlines, cancel).await;
+                reusable = (read != BodyEnd::Failed).then_some((read, body, sender));
+            }
+        }
+
+        let end = Instant::now();
+        if let Some((read, mut body, sender)) = reusable
+            && (read == BodyEnd::Ended || drain(&mut body).await)
+        {
+            pool.give_back(sender);
+        }
+        Exchange {
+            sent,
+            end,
+            result: timer.finish(),
+        }
+    }
+
+    /// One exchange through reqwest.
+    async fn exchange_reqwest(
+        &self,
+        body: Bytes,
+        request_id: Option<&str>,
+        mut timer: StreamTimer,
+        cancel: &CancellationToken,
+    ) -> Exchange {
+        let request = self.request(body, request_id);
+        let sent = Instant::now();
         let deadlines = Deadlines::new(&self.config, sent);
 
         let response = tokio::select! {
@@ -353,10 +487,13 @@ impl Client {
         match response {
             Err((outcome, error)) => timer.set_failure(outcome, error),
             Ok(response) if !response.status().is_success() => {
-                let (outcome, error) = http_failure(response).await;
+                let status = response.status().as_u16();
+                let (outcome, error) = http_failure(status, response).await;
                 timer.set_failure(outcome, error);
             }
-            Ok(response) => read_body(response, &mut timer, &deadlines, cancel).await,
+            Ok(mut response) => {
+                read_body(&mut response, &mut timer, &deadlines, cancel).await;
+            }
         }
 
         let end = Instant::now();
@@ -372,7 +509,7 @@ impl Client {
     /// The streaming request for `body`, built without parsing anything: the URL was
     /// parsed once and the header values are static or copied. (reqwest's builder moves a
     /// `user:password@` of the URL into basic auth, so no password reaches an error text.)
-    fn request(&self, body: bytes::Bytes, request_id: Option<&str>) -> reqwest::Result<Request> {
+    fn request(&self, body: Bytes, request_id: Option<&str>) -> reqwest::Result<Request> {
         let mut builder = self
             .http
             .post(self.url().clone())
@@ -454,16 +591,46 @@ impl Deadlines {
     }
 }
 
+/// A response body read chunk by chunk: reqwest's, or hyper's on the direct transport.
+trait ChunkSource {
+    /// The next chunk of the body, `None` at its end, or why it broke off.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String>;
+}
+
+impl ChunkSource for reqwest::Response {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        self.chunk().await.map_err(|e| error_chain(&e))
+    }
+}
+
+impl ChunkSource for hyper::body::Incoming {
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
+        next_data(self).await
+    }
+}
+
+/// How reading a body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// The body ended.
+    Ended,
+    /// The stream said it was done (`[DONE]`) or the timer gave up on it; the body may
+    /// hold more.
+    Stopped,
+    /// A timeout, a cancellation or a broken body.
+    Failed,
+}
+
 /// Reads the body to its end, a timeout or `cancel`. The cancellation and timeout futures
 /// are made once per exchange (the timeout is moved when the first output arrives), not per
 /// read: per read they cost a timer registration and a waiter on the shared token for every
 /// streamed chunk.
 async fn read_body(
-    mut response: reqwest::Response,
+    body: &mut impl ChunkSource,
     timer: &mut StreamTimer,
     deadlines: &Deadlines,
     cancel: &CancellationToken,
-) {
+) -> BodyEnd {
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
     let mut has_output = timer.has_output();
@@ -474,17 +641,23 @@ async fn read_body(
             biased;
             _ = &mut cancelled => {
                 timer.set_failure(Outcome::Cancelled, "cancelled".to_string());
-                return;
+                return BodyEnd::Failed;
             }
-            r = response.chunk() => r,
-            _ = &mut expiry => return set_failure(timer, deadlines.expired(timer.has_output())),
+            r = body.next_chunk() => r,
+            _ = &mut expiry => {
+                set_failure(timer, deadlines.expired(timer.has_output()));
+                return BodyEnd::Failed;
+            }
         };
         match read {
-            Err(err) => return set_failure(timer, (Outcome::StreamCut, error_chain(&err))),
-            Ok(None) => return,
+            Err(error) => {
+                set_failure(timer, (Outcome::StreamCut, error));
+                return BodyEnd::Failed;
+            }
+            Ok(None) => return BodyEnd::Ended,
             Ok(Some(bytes)) => {
                 if timer.on_bytes(&bytes, Instant::now()) == Flow::Stop {
-                    return;
+                    return BodyEnd::Stopped;
                 }
             }
         }
@@ -493,6 +666,27 @@ async fn read_body(
             expiry.as_mut().reset(deadlines.reading(true));
         }
     }
+}
+
+/// Most of a body read after the stream said it was done, to reuse its connection.
+const DRAIN_BYTES: usize = 64 * 1024;
+
+/// How long that read may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Reads what follows `[DONE]` (usually only the end of the chunked body) so that the
+/// connection can serve another request. False when the body did not end soon.
+async fn drain(body: &mut hyper::body::Incoming) -> bool {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut read = 0;
+    while read <= DRAIN_BYTES {
+        match timeout_at(deadline, next_data(body)).await {
+            Ok(Ok(Some(bytes))) => read += bytes.len(),
+            Ok(Ok(None)) => return true,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn set_failure(timer: &mut StreamTimer, (outcome, error): (Outcome, String)) {
@@ -510,37 +704,23 @@ fn send_failure(err: reqwest::Error) -> (Outcome, String) {
 }
 
 /// A non-2xx status, with the start of its body.
-async fn http_failure(mut response: reqwest::Response) -> (Outcome, String) {
-    let status = response.status().as_u16();
-    let mut body = Vec::new();
+async fn http_failure(status: u16, mut body: impl ChunkSource) -> (Outcome, String) {
+    let mut excerpt = Vec::new();
     let deadline = Instant::now() + ERROR_BODY_TIMEOUT;
-    while body.len() < ERROR_BODY_BYTES {
-        match timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
+    while excerpt.len() < ERROR_BODY_BYTES {
+        match timeout_at(deadline, body.next_chunk()).await {
+            Ok(Ok(Some(bytes))) => excerpt.extend_from_slice(&bytes),
             _ => break,
         }
     }
-    body.truncate(ERROR_BODY_BYTES);
-    let text = String::from_utf8_lossy(&body);
+    excerpt.truncate(ERROR_BODY_BYTES);
+    let text = String::from_utf8_lossy(&excerpt);
     let text = text.trim();
     let error = match text.is_empty() {
         true => format!("http {status}"),
         false => format!("http {status}: {text}"),
     };
     (Outcome::Http(status), error)
-}
-
-/// An error and its sources on one line (reqwest's own message is often just "error
-/// sending request"). URLs are included, headers never.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 fn default_headers(config: &ClientConfig) -> Result<HeaderMap, ClientError> {
@@ -611,6 +791,7 @@ mod tests {
             first_token_timeout: None,
             total_timeout: None,
             max_event_bytes: 1024,
+            http_client: HttpClient::Direct,
         }
     }
 

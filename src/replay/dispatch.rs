@@ -45,6 +45,20 @@ pub trait Transport: Send + Sync + 'static {
         tag: Tag,
         cancel: CancellationToken,
     ) -> impl Future<Output = Exchange> + Send;
+
+    /// Opens `count` idle connections before the run starts (nothing by default).
+    fn open_connections(&self, _count: usize) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// Keeps `count` idle connections open until `stop` (returns at once by default).
+    fn keep_connections(
+        &self,
+        _count: usize,
+        _stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async {}
+    }
 }
 
 impl Transport for Client {
@@ -61,6 +75,28 @@ impl Transport for Client {
         cancel: CancellationToken,
     ) -> Exchange {
         self.stream_encoded(request, tag, &cancel).await
+    }
+
+    async fn open_connections(&self, count: usize) {
+        Client::open_connections(self, count).await;
+    }
+
+    fn keep_connections(
+        &self,
+        count: usize,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let counts = self.clone();
+        let keep = Client::keep_connections(self, count, stop);
+        async move {
+            keep.await;
+            let opened = counts.connection_counts();
+            tracing::debug!(
+                "connections: {} opened ahead of the sends, {} by a send",
+                opened.ahead,
+                opened.on_send
+            );
+        }
     }
 }
 
@@ -106,6 +142,39 @@ pub struct DispatchOptions {
     pub tokenizer: Option<Arc<dyn Tokenizer>>,
     /// `--sessions-live`: a child's prompt carries its parent's generated text.
     pub sessions_live: bool,
+    /// Idle connections kept open ahead of the sends; `None` for [`spare_connections`].
+    pub warm_connections: Option<usize>,
+}
+
+/// The window whose busiest stretch of the plan sets how many connections are kept idle.
+const WARM_WINDOW: Duration = Duration::from_millis(250);
+
+/// Most connections kept idle by default.
+const MAX_WARM_CONNECTIONS: usize = 1024;
+
+/// Fewest connections kept idle by default.
+const MIN_WARM_CONNECTIONS: usize = 4;
+
+/// How many idle connections to keep open by default: the most requests the plan sends
+/// within any [`WARM_WINDOW`], within 4–1,024, and no more than the concurrency cap.
+pub fn spare_connections(plan: &Plan, max_concurrency: Option<usize>) -> usize {
+    let mut offsets: Vec<Duration> = plan
+        .entries
+        .iter()
+        .filter(|e| !is_think(e))
+        .map(|e| e.offset)
+        .collect();
+    offsets.sort_unstable();
+    let mut busiest = 0;
+    let mut first = 0;
+    for (last, offset) in offsets.iter().enumerate() {
+        while *offset - offsets[first] > WARM_WINDOW {
+            first += 1;
+        }
+        busiest = busiest.max(last + 1 - first);
+    }
+    let spare = busiest.clamp(MIN_WARM_CONNECTIONS, MAX_WARM_CONNECTIONS);
+    max_concurrency.map_or(spare, |cap| spare.min(cap.max(1)))
 }
 
 /// What the loop ended with.
@@ -201,6 +270,11 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
 ) -> DispatchEnd {
     let mut prompt_rx = spawn_prompt_builder(&input, &stop, &runtime);
     warm_up(&mut prompt_rx, &input.plan, input.options.lookahead, &stop).await;
+    let spare = input
+        .options
+        .warm_connections
+        .unwrap_or_else(|| spare_connections(&input.plan, input.options.max_concurrency));
+    let keeper = start_keeper(&input.transport, spare, &runtime).await;
     let DispatchInput {
         plan,
         records,
@@ -229,6 +303,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
     });
     let mut tasks = JoinSet::new();
     let handled = run_loop(&shared, prompt_rx, &options, &runtime, &mut tasks).await;
+    keeper.cancel();
 
     skip_unhandled(&shared, &handled);
     finish_tasks(&shared, &mut tasks, options.grace).await;
@@ -240,6 +315,30 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         start: shared.start,
         stopped,
     }
+}
+
+/// Opens `spare` connections on the request runtime (their tasks live there), then keeps
+/// them topped up until the returned token is cancelled. Nothing with `spare` 0.
+async fn start_keeper<T: Transport>(
+    transport: &Arc<T>,
+    spare: usize,
+    runtime: &Handle,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    if spare == 0 {
+        return stop;
+    }
+    let opener = transport.clone();
+    let started = Instant::now();
+    let _ = runtime
+        .spawn(async move { opener.open_connections(spare).await })
+        .await;
+    tracing::debug!(
+        "{spare} connections opened ahead in {:?}",
+        started.elapsed()
+    );
+    runtime.spawn(transport.keep_connections(spare, stop.clone()));
+    stop
 }
 
 /// The loop proper. Returns which entries it (or a task it started) took charge of.
@@ -852,6 +951,7 @@ mod tests {
             pacer: Pacer::Tokio,
             tokenizer: None,
             sessions_live: false,
+            warm_connections: None,
         }
     }
 
@@ -885,6 +985,36 @@ mod tests {
         }
         out.sort_by_key(|r| r.index);
         out
+    }
+
+    #[test]
+    fn spare_connections_follow_the_busiest_quarter_second() {
+        let plan_of = |arrivals_ms: &[u64]| {
+            let records: Vec<TraceRecord> = arrivals_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| rec(*ms, 1, i as i64, -1))
+                .collect();
+            let plan_options = PlanOptions {
+                arrivals: Arrivals::Trace,
+                sessions: SessionMode::Ignore,
+                max_think: Duration::from_secs(1),
+                seed: 0,
+            };
+            crate::schedule::plan(&records, &plan_options).unwrap_or_else(|e| panic!("{e}"))
+        };
+        // 0, 100, 200 and 250 ms fall in one 250 ms window; 600 and 700 in another.
+        let plan = plan_of(&[0, 100, 200, 250, 600, 700, 2000]);
+        assert_eq!(spare_connections(&plan, None), 4);
+        let mut burst = vec![0; 30];
+        burst.extend([100, 400, 900]);
+        let plan = plan_of(&burst);
+        assert_eq!(spare_connections(&plan, None), 31);
+        assert_eq!(spare_connections(&plan, Some(8)), 8);
+        // Few requests still get the floor, a flood the ceiling.
+        assert_eq!(spare_connections(&plan_of(&[0, 1000]), None), 4);
+        let flood = plan_of(&vec![5; 3000]);
+        assert_eq!(spare_connections(&flood, None), 1024);
     }
 
     fn sent_ms(records: &[RequestRecord]) -> Vec<Option<u64>> {

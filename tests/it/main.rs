@@ -2,6 +2,7 @@
 //! helpers (where the real traces, tokenizer files and llama-server are) in `common`.
 
 mod common;
+mod direct;
 mod e2e;
 mod prefix_fidelity;
 mod prompt;

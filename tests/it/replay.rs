@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracebench::cli::trace_input::TraceInputArgs;
-use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint};
+use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint, HttpClient};
 use tracebench::replay::prompts::FillerPrompts;
 use tracebench::replay::{
     DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, execute, execute_on,
@@ -40,6 +40,7 @@ fn client(url: &str) -> Client {
         first_token_timeout: None,
         total_timeout: Some(Duration::from_secs(20)),
         max_event_bytes: 1 << 20,
+        http_client: HttpClient::Direct,
     };
     Client::new(config).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -79,11 +80,35 @@ async fn replay_file(
     threads: Option<usize>,
     stop_after: Option<Duration>,
 ) -> (Vec<RequestRecord>, bool) {
+    let how = How {
+        sessions,
+        threads,
+        stop_after,
+        warm_connections: None,
+    };
+    replay_with(path, Arc::new(client(url)), how).await
+}
+
+/// How [`replay_with`] replays.
+pub(crate) struct How {
+    pub sessions: SessionMode,
+    pub threads: Option<usize>,
+    pub stop_after: Option<Duration>,
+    pub warm_connections: Option<usize>,
+}
+
+/// Replays the trace at `path` through `client` with filler prompts; the records and
+/// whether the run was partial.
+pub(crate) async fn replay_with(
+    path: &Path,
+    client: Arc<Client>,
+    how: How,
+) -> (Vec<RequestRecord>, bool) {
     let prepared = TraceInputArgs::for_file(path.display().to_string()).load();
     let prepared = prepared.unwrap_or_else(|e| panic!("{e:#}"));
     let plan_options = PlanOptions {
         arrivals: Arrivals::Trace,
-        sessions,
+        sessions: how.sessions,
         max_think: Duration::from_secs(60),
         seed: 0,
     };
@@ -94,7 +119,7 @@ async fn replay_file(
             plan: Arc::new(plan),
             records: prepared.records.into(),
             prompts: Arc::new(FillerPrompts::default()),
-            transport: Arc::new(client(url)),
+            transport: client,
             options: DispatchOptions {
                 max_concurrency: None,
                 lookahead: 8,
@@ -103,6 +128,7 @@ async fn replay_file(
                 pacer: Pacer::Precise,
                 tokenizer: None,
                 sessions_live: false,
+                warm_connections: how.warm_connections,
             },
         },
         dir: dir.path().to_path_buf(),
@@ -110,14 +136,14 @@ async fn replay_file(
         progress: false,
     };
     let stop = CancellationToken::new();
-    if let Some(after) = stop_after {
+    if let Some(after) = how.stop_after {
         let stopper = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             stopper.cancel();
         });
     }
-    let result = match threads {
+    let result = match how.threads {
         None => execute(setup, stop).await,
         Some(n) => execute_on(setup, stop, Some(n)).await,
     };
@@ -127,9 +153,7 @@ async fn replay_file(
     (result.records, result.partial)
 }
 
-/// A Mooncake trace of bursts: `sizes[i]` records at `i × gap_ms`, each with its own id in
-/// `hash_ids` and a short output.
-fn write_bursts(dir: &Path, sizes: &[usize], gap_ms: u64) -> PathBuf {
+pub(crate) fn write_bursts(dir: &Path, sizes: &[usize], gap_ms: u64) -> PathBuf {
     let path = dir.join("bursts.jsonl");
     let mut lines = Vec::new();
     for (burst, size) in sizes.iter().enumerate() {
@@ -513,7 +537,9 @@ mod sessions_live {
     use tokio_util::sync::CancellationToken;
     use tracebench::cli::trace_input::TraceInputArgs;
     use tracebench::client::PromptBody;
-    use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, Tag};
+    use tracebench::client::{
+        Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, HttpClient, Tag,
+    };
     use tracebench::prompt::{PromptBuilder, PromptMode, load_tokenizer};
     use tracebench::replay::prompts::BuilderPrompts;
     use tracebench::replay::{
@@ -621,6 +647,7 @@ mod sessions_live {
             first_token_timeout: None,
             total_timeout: Some(Duration::from_secs(20)),
             max_event_bytes: 1 << 20,
+            http_client: HttpClient::Direct,
         };
         Client::new(config).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -664,6 +691,7 @@ mod sessions_live {
                     pacer: Pacer::Precise,
                     tokenizer: Some(tokenizer),
                     sessions_live: true,
+                    warm_connections: None,
                 },
             },
             dir: dir.path().to_path_buf(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracebench::client::{
-    Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, PromptBody, StreamTimer,
+    Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, HttpClient, PromptBody, StreamTimer,
 };
 use tracebench::replay::{Outcome, TimeoutKind, TokenSource};
 
@@ -24,6 +24,7 @@ fn config(base_url: &str) -> ClientConfig {
         first_token_timeout: Some(Duration::from_secs(5)),
         total_timeout: Some(Duration::from_secs(10)),
         max_event_bytes: 64 << 20,
+        http_client: HttpClient::Direct,
     }
 }
 
@@ -33,8 +34,19 @@ async fn exchange_with(config: ClientConfig) -> Exchange {
     client.stream(&body, &CancellationToken::new()).await
 }
 
+/// The exchange of `script` over the direct transport, after checking that reqwest reads
+/// the same script the same way (outcome, text, chunks).
 async fn exchange(script: Script) -> Exchange {
-    exchange_with(config(&serve(script).await)).await
+    let direct = exchange_with(config(&serve(script.clone()).await)).await;
+    let mut other = config(&serve(script).await);
+    other.http_client = HttpClient::Reqwest;
+    let other = exchange_with(other).await;
+    let seen = |ex: &Exchange| {
+        let r = &ex.result;
+        (r.outcome, r.text.clone(), r.chunk_times.len(), r.usage)
+    };
+    assert_eq!(seen(&direct), seen(&other), "direct vs reqwest");
+    direct
 }
 
 fn ttft(ex: &Exchange) -> Option<Duration> {
