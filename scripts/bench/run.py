@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,14 +70,15 @@ def replay_argv(base_url, rate, mode, out_dir, records=RECORDS, trace=TRACE):
     return argv
 
 
-def accuracy_cell(work, mode, rate, rep):
+def accuracy_cell(work, mode, rate, rep, extra=()):
     """One replay against a fresh simulator; the joined accuracy figures plus CPU."""
     cell = work / f"{mode}-{rate}-{rep}"
     cell.mkdir(parents=True, exist_ok=True)
     chunk_log = cell / "chunks.jsonl"
     load = procs.load_average()
     with procs.Sim(binary(), SIM_CORE, chunk_log, log_path=cell / "sim.log") as sim:
-        argv = procs.pinned(CLIENT_CORE, replay_argv(sim.base_url, rate, mode, cell / "run"))
+        argv = replay_argv(sim.base_url, rate, mode, cell / "run") + list(extra)
+        argv = procs.pinned(CLIENT_CORE, argv)
         measured = procs.run_measured(argv, cell / "replay.out", cell / "replay.err")
     if measured.code != 0:
         raise RuntimeError(f"replay exited {measured.code}: see {cell / 'replay.err'}")
@@ -86,7 +88,7 @@ def accuracy_cell(work, mode, rate, rep):
     result["sim_cpu_s"] = sim.cpu_s
     result["load_average_before"] = load
     result["sched"] = {"nice": procs.NICE, "policy": procs.SCHED or "other"}
-    result["command"] = " ".join(replay_argv("URL", rate, mode, "OUT"))
+    result["command"] = " ".join(replay_argv("URL", rate, mode, "OUT") + list(extra))
     return result
 
 
@@ -166,7 +168,8 @@ def cmd_accuracy(args):
     rows, everything = [ACCURACY_HEADER], {}
     for mode in args.modes.split(","):
         for rate in [int(r) for r in args.rates.split(",")]:
-            results = [accuracy_cell(work, mode, rate, rep) for rep in range(args.repeats)]
+            extra = shlex.split(args.replay_args)
+            results = [accuracy_cell(work, mode, rate, rep, extra) for rep in range(args.repeats)]
             everything[f"{mode}-{rate}"] = results
             rows.append(accuracy_row(mode, rate, results))
             print(rows[-1], flush=True)
@@ -285,6 +288,8 @@ def main():
     acc.add_argument("--rates", default=",".join(str(r) for r in RATES))
     acc.add_argument("--modes", default="small,full")
     acc.add_argument("--repeats", type=int, default=3)
+    acc.add_argument("--replay-args", default="",
+                     help="more tracebench replay arguments, e.g. '--http-client reqwest'")
     mem = sub.add_parser("memory", help="peak RSS replaying the whole conversation trace")
     mem.add_argument("--rate", type=float, default=500)
     sub.add_parser("prompts", help="prompt preparation time and peak RSS")
