@@ -124,7 +124,8 @@ pub struct TargetArgs {
 
     /// Largest SSE event accepted, bytes; a larger one fails the request as a protocol error.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES,
-          allow_negative_numbers = true)]
+          allow_negative_numbers = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_event_bytes: usize,
 
     /// HTTP stack for the streamed requests: direct (the client's own keep-alive
@@ -188,12 +189,8 @@ pub struct LoadArgs {
     pub max_think: f64,
 
     /// Prompts built ahead of the send loop.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 256,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = 256, allow_negative_numbers = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub lookahead: usize,
 
     /// Idle connections opened before the run and kept open while it lasts, so that a
@@ -296,9 +293,9 @@ pub fn check_args(args: &ReplayArgs) -> anyhow::Result<()> {
         Endpoint::parse(url)?;
     }
     extra_body(target)?;
-    secs("--connect-timeout", target.connect_timeout)?;
-    opt_secs("--first-token-timeout", target.first_token_timeout)?;
-    opt_secs("--timeout", target.timeout)?;
+    limit_secs("--connect-timeout", target.connect_timeout)?;
+    opt_limit_secs("--first-token-timeout", target.first_token_timeout)?;
+    opt_limit_secs("--timeout", target.timeout)?;
 
     let load = &args.load;
     secs("--max-think", load.max_think)?;
@@ -490,9 +487,9 @@ async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Cli
         headers: target.headers.clone(),
         api_key: ApiKey::from_env(&target.api_key_env),
         extra_body: extra_body(target)?,
-        connect_timeout: secs("--connect-timeout", target.connect_timeout)?,
-        first_token_timeout: opt_secs("--first-token-timeout", target.first_token_timeout)?,
-        total_timeout: opt_secs("--timeout", target.timeout)?,
+        connect_timeout: limit_secs("--connect-timeout", target.connect_timeout)?,
+        first_token_timeout: opt_limit_secs("--first-token-timeout", target.first_token_timeout)?,
+        total_timeout: opt_limit_secs("--timeout", target.timeout)?,
         max_event_bytes: target.max_event_bytes,
         http_client: target.http_client,
     };
@@ -709,8 +706,19 @@ fn secs(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
         .with_context(|| format!("{flag} {seconds}: expected a non-negative number of seconds"))
 }
 
-fn opt_secs(flag: &str, seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    seconds.map(|s| secs(flag, s)).transpose()
+/// A time limit from a seconds flag: zero would fail every request, so it is refused too.
+fn limit_secs(flag: &str, seconds: f64) -> anyhow::Result<Duration> {
+    let limit = secs(flag, seconds)?;
+    if limit.is_zero() {
+        anyhow::bail!(
+            "{flag} {seconds}: expected a positive number of seconds (0 would fail every request)"
+        );
+    }
+    Ok(limit)
+}
+
+fn opt_limit_secs(flag: &str, seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    seconds.map(|s| limit_secs(flag, s)).transpose()
 }
 
 /// Raises the soft open-files limit to the hard one: every stream in flight holds a socket.

@@ -677,6 +677,64 @@ fn negative_numbers_reach_our_own_validation() {
 }
 
 #[test]
+fn zero_limits_that_would_fail_every_request_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2]);
+    let cases = [
+        (
+            "--timeout",
+            "--timeout 0: expected a positive number of seconds",
+        ),
+        (
+            "--connect-timeout",
+            "--connect-timeout 0: expected a positive number",
+        ),
+        (
+            "--first-token-timeout",
+            "--first-token-timeout 0: expected a positive",
+        ),
+        ("--max-event-bytes", "'--max-event-bytes <BYTES>'"),
+        ("--lookahead", "'--lookahead <N>'"),
+    ];
+    for (flag, message) in cases {
+        let args = ["replay", "--sim", "--trace", &trace, flag, "0"];
+        let out = run_in(dir.path(), &args);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(stderr.contains(message), "{flag}: {stderr}");
+        assert!(
+            !dir.path().join("tracebench-out").exists(),
+            "{flag}: nothing created"
+        );
+    }
+}
+
+#[test]
+fn http_client_and_warm_connections_are_recorded_and_both_complete_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 3, 4]);
+    for (client, warm) in [("direct", "0"), ("direct", "3"), ("reqwest", "2")] {
+        let out_dir = dir.path().join(format!("run-{client}-{warm}"));
+        let out_arg = out_dir.display().to_string();
+        let mut args = sim_args(&trace, &out_arg);
+        args.extend(["--http-client", client, "--warm-connections", warm]);
+        let out = run_in(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+        let mut requests = read_jsonl(&out_dir.join("requests.jsonl"));
+        all_ok(&mut requests, 3);
+        let completions: Vec<u64> = requests
+            .iter()
+            .map(|r| u64_of(r, "completion_tokens"))
+            .collect();
+        assert_eq!(completions, vec![2, 3, 4], "{client} {warm}");
+        let run = read_json(&out_dir.join("run.json"));
+        assert_eq!(run["config"]["http_client"], client);
+        assert_eq!(run["config"]["warm_connections"].to_string(), warm);
+    }
+}
+
+#[test]
 fn client_threads_is_recorded_and_every_count_completes_the_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = small_trace(dir.path(), &[2, 3, 4, 5]);
