@@ -152,7 +152,7 @@ impl Pool {
     }
 
     /// Opens connections until `count` are idle, each one answered on (see
-    /// [`Pool::connect_served`]). After a failure, the pool stops opening connections ahead
+    /// `connect_served`). After a failure, the pool stops opening connections ahead
     /// for the rest of the run (requests then connect when they find none idle), and the
     /// failure is returned.
     pub async fn fill(&self, count: usize) -> Result<(), SendFailure> {
@@ -172,7 +172,7 @@ impl Pool {
     }
 
     /// Keeps `count` idle connections open until `stop`: after each checkout (once the
-    /// burst it belongs to has left) and every [`KEEPER_TICK`] for those the server closed.
+    /// burst it belongs to has left) and every 250 ms for those the server closed.
     pub async fn keep(&self, count: usize, stop: CancellationToken) {
         loop {
             if let Err((_, error)) = self.fill(count).await {

@@ -156,7 +156,7 @@ const MAX_WARM_CONNECTIONS: usize = 1024;
 const MIN_WARM_CONNECTIONS: usize = 4;
 
 /// How many idle connections to keep open by default: the most requests the plan sends
-/// within any [`WARM_WINDOW`], within 4–1,024, and no more than the concurrency cap.
+/// within any 250 ms, within 4–1,024, and no more than the concurrency cap.
 pub fn spare_connections(plan: &Plan, max_concurrency: Option<usize>) -> usize {
     let mut offsets: Vec<Duration> = plan
         .entries
