@@ -294,10 +294,14 @@ impl Client {
     /// Opens connections until `count` are idle (direct transport only). A connect failure
     /// is logged, not returned: the requests will meet and record it.
     pub async fn open_connections(&self, count: usize) {
-        if let Some(pool) = &self.direct
-            && let Err((_, error)) = pool.fill(count).await
-        {
-            tracing::info!("connections are opened on demand: {error}");
+        let Some(pool) = &self.direct else { return };
+        let started = Instant::now();
+        match pool.fill(count).await {
+            Ok(()) => tracing::debug!(
+                "{count} connections opened ahead in {:?}",
+                started.elapsed()
+            ),
+            Err((_, error)) => tracing::info!("connections are opened on demand: {error}"),
         }
     }
 

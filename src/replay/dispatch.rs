@@ -90,6 +90,9 @@ impl Transport for Client {
         let keep = Client::keep_connections(self, count, stop);
         async move {
             keep.await;
+            if !counts.is_direct() {
+                return;
+            }
             let opened = counts.connection_counts();
             tracing::debug!(
                 "connections: {} opened ahead of the sends, {} by a send",
@@ -329,14 +332,9 @@ async fn start_keeper<T: Transport>(
         return stop;
     }
     let opener = transport.clone();
-    let started = Instant::now();
     let _ = runtime
         .spawn(async move { opener.open_connections(spare).await })
         .await;
-    tracing::debug!(
-        "{spare} connections opened ahead in {:?}",
-        started.elapsed()
-    );
     runtime.spawn(transport.keep_connections(spare, stop.clone()));
     stop
 }
