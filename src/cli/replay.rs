@@ -197,7 +197,8 @@ pub struct LoadArgs {
     /// request rarely connects on its way out (default: the most requests the plan sends
     /// within any 250 ms, 4 to 1,024, at most --max-concurrency; 0: connect on demand).
     /// Applies to --http-client direct.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     pub warm_connections: Option<usize>,
 
     /// Threads for sending and reading streams (default: the cores this process may use,

@@ -37,6 +37,9 @@ const KEEPER_TICK: Duration = Duration::from_millis(250);
 /// rest of a burst leaves before it competes for the thread.
 const KEEPER_SETTLE: Duration = Duration::from_millis(2);
 
+/// How many connections are opened ahead at the same time.
+pub const OPEN_AT_ONCE: usize = 16;
+
 /// How long a new connection's probe may take to be answered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -155,20 +158,32 @@ impl Pool {
     /// `connect_served`). After a failure, the pool stops opening connections ahead
     /// for the rest of the run (requests then connect when they find none idle), and the
     /// failure is returned.
-    pub async fn fill(&self, count: usize) -> Result<(), SendFailure> {
-        while !self.gave_up.load(Ordering::Relaxed) && self.idle_open() < count {
-            match self.connect_served().await {
-                Ok(sender) => {
-                    self.opened_ahead.fetch_add(1, Ordering::Relaxed);
-                    self.give_back(sender);
-                }
-                Err(failure) => {
-                    self.gave_up.store(true, Ordering::Relaxed);
-                    return Err(failure);
+    /// Returns how many it opened. Connections are opened [`OPEN_AT_ONCE`] at a time.
+    pub async fn fill(&self, count: usize) -> Result<usize, SendFailure> {
+        let mut opened = 0;
+        while !self.gave_up.load(Ordering::Relaxed) {
+            let missing = count.saturating_sub(self.idle_open()).min(OPEN_AT_ONCE);
+            if missing == 0 {
+                break;
+            }
+            let batch = (0..missing).map(|_| self.connect_served());
+            let mut failure = None;
+            for result in futures::future::join_all(batch).await {
+                match result {
+                    Ok(sender) => {
+                        opened += 1;
+                        self.opened_ahead.fetch_add(1, Ordering::Relaxed);
+                        self.give_back(sender);
+                    }
+                    Err(error) => failure = Some(error),
                 }
             }
+            if let Some(failure) = failure {
+                self.gave_up.store(true, Ordering::Relaxed);
+                return Err(failure);
+            }
         }
-        Ok(())
+        Ok(opened)
     }
 
     /// Keeps `count` idle connections open until `stop`: after each checkout (once the
@@ -266,9 +281,8 @@ impl Pool {
         let mut sender = self.connect().await?;
         let mut probe = Request::new(Full::new(Bytes::new()));
         *probe.uri_mut() = self.probe_path.clone();
-        if let Some(host) = self.headers.get(HOST) {
-            probe.headers_mut().insert(HOST, host.clone());
-        }
+        *probe.headers_mut() = self.headers.clone();
+        probe.headers_mut().remove(CONTENT_TYPE);
         let answered = async {
             let response = sender.send_request(probe).await.ok()?;
             let mut body = response.into_body();

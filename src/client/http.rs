@@ -27,6 +27,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Longest excerpt of an error response body kept in the record, bytes.
 const ERROR_BODY_BYTES: usize = 512;
 
+/// Opening connections ahead for longer than this is worth telling the user.
+const SLOW_OPENING: Duration = Duration::from_secs(1);
+
 /// How long to read an error response's body before giving up on it.
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -297,10 +300,16 @@ impl Client {
         let Some(pool) = &self.direct else { return };
         let started = Instant::now();
         match pool.fill(count).await {
-            Ok(()) => tracing::debug!(
-                "{count} connections opened ahead in {:?}",
-                started.elapsed()
-            ),
+            Ok(opened) if started.elapsed() > SLOW_OPENING => {
+                let took = started.elapsed().as_secs_f64();
+                tracing::info!("{opened} connections opened before the start in {took:.1} s");
+            }
+            Ok(opened) => {
+                tracing::debug!(
+                    "{opened} connections opened ahead in {:?}",
+                    started.elapsed()
+                )
+            }
             Err((_, error)) => tracing::info!("connections are opened on demand: {error}"),
         }
     }

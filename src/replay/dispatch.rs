@@ -152,8 +152,11 @@ pub struct DispatchOptions {
 /// The window whose busiest stretch of the plan sets how many connections are kept idle.
 const WARM_WINDOW: Duration = Duration::from_millis(250);
 
-/// Most connections kept idle by default.
-const MAX_WARM_CONNECTIONS: usize = 1024;
+/// Most connections kept idle (by default, and the largest `--warm-connections`).
+pub const MAX_WARM_CONNECTIONS: usize = 1024;
+
+/// Longest wait for the connections opened before the start.
+const OPEN_AHEAD_LIMIT: Duration = Duration::from_secs(5);
 
 /// Fewest connections kept idle by default.
 const MIN_WARM_CONNECTIONS: usize = 4;
@@ -277,7 +280,7 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
         .options
         .warm_connections
         .unwrap_or_else(|| spare_connections(&input.plan, input.options.max_concurrency));
-    let keeper = start_keeper(&input.transport, spare, &runtime).await;
+    let keeper = start_keeper(&input.transport, spare, &runtime, &stop).await;
     let DispatchInput {
         plan,
         records,
@@ -321,22 +324,38 @@ pub async fn dispatch<T: Transport, P: PromptSource>(
 }
 
 /// Opens `spare` connections on the request runtime (their tasks live there), then keeps
-/// them topped up until the returned token is cancelled. Nothing with `spare` 0.
+/// them topped up until the returned token is cancelled. Nothing with `spare` 0. The
+/// opening is given up at `stop` and after [`OPEN_AHEAD_LIMIT`] (the keeper goes on
+/// opening once the run has started).
 async fn start_keeper<T: Transport>(
     transport: &Arc<T>,
     spare: usize,
     runtime: &Handle,
+    stop: &CancellationToken,
 ) -> CancellationToken {
-    let stop = CancellationToken::new();
+    let keeper = CancellationToken::new();
     if spare == 0 {
-        return stop;
+        return keeper;
     }
     let opener = transport.clone();
-    let _ = runtime
-        .spawn(async move { opener.open_connections(spare).await })
-        .await;
-    runtime.spawn(transport.keep_connections(spare, stop.clone()));
-    stop
+    let mut opening = runtime.spawn(async move { opener.open_connections(spare).await });
+    tokio::select! {
+        _ = &mut opening => {}
+        _ = stop.cancelled() => {
+            opening.abort();
+            return keeper;
+        }
+        _ = tokio::time::sleep(OPEN_AHEAD_LIMIT) => {
+            opening.abort();
+            tracing::info!(
+                "opening {spare} connections ahead took over {} s: the run starts, they are \
+                 opened while it goes on (--warm-connections sets how many)",
+                OPEN_AHEAD_LIMIT.as_secs()
+            );
+        }
+    }
+    runtime.spawn(transport.keep_connections(spare, keeper.clone()));
+    keeper
 }
 
 /// The loop proper. Returns which entries it (or a task it started) took charge of.

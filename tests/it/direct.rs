@@ -226,3 +226,45 @@ async fn a_replay_keeps_connections_ready_for_each_burst() {
         }
     }
 }
+
+/// A server that answers every request after `delay`, keeping the connection open.
+async fn slow_server(delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await;
+    let listener = listener.unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                while let Ok(1..) = socket.read(&mut buf).await {
+                    tokio::time::sleep(delay).await;
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn a_stop_while_connections_are_opened_ahead_ends_the_run_at_once() {
+    // 64 connections whose checks take 1.5 s each, 16 at a time: 6 s of opening.
+    let url = slow_server(Duration::from_millis(1500)).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let trace = write_bursts(dir.path(), &[4, 4], 100);
+    let how = How {
+        sessions: SessionMode::Ignore,
+        threads: Some(1),
+        stop_after: Some(Duration::from_millis(300)),
+        warm_connections: Some(64),
+    };
+    let started = std::time::Instant::now();
+    let (records, partial) = replay_with(&trace, Arc::new(client(&url, "m")), how).await;
+    let took = started.elapsed();
+    assert!(partial);
+    assert!(records.iter().all(|r| r.outcome == Outcome::Skipped), "{records:?}");
+    assert!(took < Duration::from_secs(3), "the stop waited for the opening: {took:?}");
+}
