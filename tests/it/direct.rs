@@ -265,6 +265,12 @@ async fn a_stop_while_connections_are_opened_ahead_ends_the_run_at_once() {
     let (records, partial) = replay_with(&trace, Arc::new(client(&url, "m")), how).await;
     let took = started.elapsed();
     assert!(partial);
-    assert!(records.iter().all(|r| r.outcome == Outcome::Skipped), "{records:?}");
-    assert!(took < Duration::from_secs(3), "the stop waited for the opening: {took:?}");
+    assert!(
+        records.iter().all(|r| r.outcome == Outcome::Skipped),
+        "{records:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "the stop waited for the opening: {took:?}"
+    );
 }
