@@ -441,14 +441,7 @@ impl Client {
         let sent = Instant::now();
         let deadlines = Deadlines::new(&self.config, sent);
 
-        let response = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled".to_string())),
-            r = timeout_at(deadlines.before_output(), pool.send(request)) => match r {
-                Err(_) => Err(deadlines.expired(false)),
-                Ok(r) => r,
-            },
-        };
+        let response = response_head(pool.send(request), &deadlines, cancel).await;
         let mut reusable = None;
         match response {
             Err((outcome, error)) => timer.set_failure(outcome, error),
@@ -489,14 +482,8 @@ impl Client {
         let sent = Instant::now();
         let deadlines = Deadlines::new(&self.config, sent);
 
-        let response = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled".to_string())),
-            r = timeout_at(deadlines.before_output(), self.send(request)) => match r {
-                Err(_) => Err(deadlines.expired(false)),
-                Ok(r) => r.map_err(send_failure),
-            },
-        };
+        let send = async { self.send(request).await.map_err(send_failure) };
+        let response = response_head(send, &deadlines, cancel).await;
         match response {
             Err((outcome, error)) => timer.set_failure(outcome, error),
             Ok(response) if !response.status().is_success() => {
@@ -600,6 +587,21 @@ impl Deadlines {
         } else {
             let text = "stream not finished before the total timeout (--timeout)";
             (Outcome::Timeout(TimeoutKind::Total), text.to_string())
+        }
+    }
+}
+
+/// Waits for `send` to give the response head, until the first deadline or `cancel`.
+async fn response_head<R>(
+    send: impl std::future::Future<Output = Result<R, (Outcome, String)>>,
+    deadlines: &Deadlines,
+    cancel: &CancellationToken,
+) -> Result<R, (Outcome, String)> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled".to_string())),
+        r = timeout_at(deadlines.before_output(), send) => {
+            r.unwrap_or_else(|_| Err(deadlines.expired(false)))
         }
     }
 }

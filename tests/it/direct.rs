@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracebench::client::{
     Api, ApiKey, Client, ClientConfig, ConnectionCounts, Endpoint, HttpClient, PromptBody,
@@ -31,17 +31,8 @@ fn simulator() -> SimHandle {
 
 fn client(base_url: &str, model: &str) -> Client {
     let config = ClientConfig {
-        endpoint: Endpoint::parse(base_url).unwrap_or_else(|e| panic!("{e}")),
-        api: Api::Chat,
         model: model.to_string(),
-        headers: vec![],
-        api_key: ApiKey::default(),
-        extra_body: None,
-        connect_timeout: Duration::from_secs(2),
-        first_token_timeout: None,
-        total_timeout: Some(Duration::from_secs(20)),
-        max_event_bytes: 1 << 20,
-        http_client: HttpClient::Direct,
+        ..client_config_for(base_url)
     };
     let client = Client::new(config).unwrap_or_else(|e| panic!("{e}"));
     assert!(client.is_direct(), "plain http goes direct");
@@ -124,7 +115,7 @@ fn client_config_for(url: &str) -> ClientConfig {
         extra_body: None,
         connect_timeout: Duration::from_secs(2),
         first_token_timeout: None,
-        total_timeout: Some(Duration::from_secs(5)),
+        total_timeout: Some(Duration::from_secs(20)),
         max_event_bytes: 1 << 20,
         http_client: HttpClient::Direct,
     }
@@ -134,18 +125,27 @@ fn client_config_for(url: &str) -> ClientConfig {
 /// `idle` (as uvicorn does after its keep-alive timeout), and answers each request with
 /// one token and `[DONE]`.
 async fn idle_closing_server(idle: Duration) -> String {
+    listen(move |socket| serve_until_idle(socket, idle)).await
+}
+
+/// A loopback server running `serve` on each connection in its own task; its base URL.
+async fn listen<F, Fut>(serve: F) -> String
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await;
     let listener = listener.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(serve_until_idle(socket, idle));
+            tokio::spawn(serve(socket));
         }
     });
     format!("http://{addr}/v1")
 }
 
-async fn serve_until_idle(mut socket: tokio::net::TcpStream, idle: Duration) {
+async fn serve_until_idle(mut socket: TcpStream, idle: Duration) {
     let body = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n\
                 data: [DONE]\n\n";
     let head = format!(
@@ -229,24 +229,17 @@ async fn a_replay_keeps_connections_ready_for_each_burst() {
 
 /// A server that answers every request after `delay`, keeping the connection open.
 async fn slow_server(delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await;
-    let listener = listener.unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 8192];
-                while let Ok(1..) = socket.read(&mut buf).await {
-                    tokio::time::sleep(delay).await;
-                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    listen(move |mut socket| async move {
+        let mut buf = [0u8; 8192];
+        while let Ok(1..) = socket.read(&mut buf).await {
+            tokio::time::sleep(delay).await;
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            if socket.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    format!("http://{addr}/v1")
+    })
+    .await
 }
 
 #[tokio::test]
