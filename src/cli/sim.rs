@@ -223,22 +223,6 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Ctrl-C, or SIGTERM (what `kill`, service managers and container runtimes send).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// Binds, logs the address, serves until Ctrl-C or SIGTERM.
 async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
     if !addr.ip().is_loopback() {
@@ -253,9 +237,11 @@ async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Resu
         state.config().model_id,
         state.config().timing
     );
+    // Before the address is announced: whoever reads it may signal at once.
+    let signal = crate::replay::termination_signal();
     eprintln!("tracebench sim listening on http://{bound}/v1 (Ctrl-C to stop)");
     let shutdown = async {
-        stop_signal().await;
+        signal.await;
         tracing::info!("sim: shutting down");
     };
     serve_state(listener, state, shutdown)

@@ -22,4 +22,7 @@ pub use dispatch::{
 };
 pub use pacer::Pacer;
 pub use record::{Outcome, RequestRecord, TimeoutKind, TokenSource};
-pub use run::{RunResult, RunSetup, default_client_threads, execute, execute_on, stop_on_signals};
+pub use run::{
+    RunResult, RunSetup, default_client_threads, execute, execute_on, stop_on_signals,
+    termination_signal,
+};

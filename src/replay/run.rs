@@ -162,8 +162,9 @@ fn build_runtimes(threads: usize) -> std::io::Result<(Runtime, Option<Runtime>)>
 
 /// Cancels `stop` on the first Ctrl-C or SIGTERM.
 pub fn stop_on_signals(stop: CancellationToken, grace: std::time::Duration) {
+    let signal = termination_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::warn!(
             "interrupted: no more requests are sent; waiting up to {grace:?} for those in flight"
         );
@@ -171,20 +172,25 @@ pub fn stop_on_signals(stop: CancellationToken, grace: std::time::Duration) {
     });
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
+/// Resolves at the first Ctrl-C or SIGTERM (what `kill`, service managers and container
+/// runtimes send). The handlers are installed when this is called, not when it is first
+/// polled: a signal sent right after the caller announced itself is not lost (it killed
+/// the process before). Must be called inside a runtime.
+pub fn termination_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    async move {
+        #[cfg(unix)]
+        if let Ok((mut interrupt, mut terminate)) = handlers {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
 }
