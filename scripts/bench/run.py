@@ -186,14 +186,17 @@ def cmd_table(args):
         mode, rate = key.rsplit("-", 1)
         rows.append(accuracy_row(mode, int(rate), results))
     print("\n".join(rows))
-    detail = ["| prompts | offered /s | upload p50 / p99 ms | first-token delivery p50 / p99 ms "
+    detail = ["| prompts | offered /s | upload p50 / p99 ms | sim body read p50 / p99 ms | "
+              "TTFT error from the head p50 / p99 ms | first-token delivery p50 / p99 ms "
               "| first of a burst p50 / gap in a burst p50 ms | sim CPU s | load before |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     for key, results in saved["results"].items():
         mode, rate = key.rsplit("-", 1)
         m = lambda path: median_of(results, path)  # noqa: E731
         detail.append(f"| {mode} | {int(rate):,} | {fmt(m('upload_ms.p50'), 3)} / "
-                      f"{fmt(m('upload_ms.p99'), 3)} | {fmt(m('delivery_ms.p50'), 3)} / "
+                      f"{fmt(m('upload_ms.p99'), 3)} | {fmt(m('body_read_ms.p50'), 3)} / "
+                      f"{fmt(m('body_read_ms.p99'), 3)} | {fmt(m('ttft_err_head_ms.p50'), 3)} / "
+                      f"{fmt(m('ttft_err_head_ms.p99'), 3)} | {fmt(m('delivery_ms.p50'), 3)} / "
                       f"{fmt(m('delivery_ms.p99'), 3)} | {fmt(m('burst_first_lag_ms.p50'), 3)} / "
                       f"{fmt(m('burst_gap_ms.p50'), 3)} | {fmt(m('sim_cpu_s'))} | "
                       f"{fmt(m('load_average_before'), 1)} |")

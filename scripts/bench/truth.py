@@ -1,7 +1,8 @@
 """Join a replay's requests.jsonl with the simulator's chunk log and measure the error.
 
 The simulator (`tracebench sim --chunk-log FILE`) writes one JSON line per moment of a
-request: `received` (handler entered), `role`, `token` (each content chunk), `usage`,
+request: `head` (its head read, before the body), `received` (body read, handler
+entered), `role`, `token` (each content chunk), `usage`,
 `done`, each with `unix_ns` and the client's `x-request-id` header, which tracebench sets
 to `tracebench-INDEX` (INDEX = the plan index in requests.jsonl). That header is the join
 key; no clock needs to be shared for TTFT and ITL:
@@ -9,13 +10,17 @@ key; no clock needs to be shared for TTFT and ITL:
   TTFT truth  = sim first `token` write − sim `received`          (server clock only)
   TTFT error  = client TTFT (first_token_s − sent_s) − TTFT truth (the upload of the request
                 plus the delivery of the first chunk plus the client's own delays)
+  TTFT error from the head = client TTFT − (sim first `token` write − sim `head`): the same
+                without the time the simulator took to receive and read the body, which a
+                real server's TTFT includes too (a 55 KB prompt on a busy core); what is
+                left is the client's own delays plus the head's and first chunk's transit
   ITL truth   = gap between consecutive sim `token` writes
   ITL error   = client gap between the same two chunks − ITL truth
 
 The client's times are seconds from its run start, the simulator's are Unix ns. To put
 both on one clock (for the arrival rate at the server and for the CPU window) the offset
-is estimated as min over requests of (sim received − client sent): the smallest one-way
-delay, which on loopback is tens of microseconds.
+is estimated as min over requests of (sim head − client sent; sim received where a log has
+no head): the smallest one-way delay, which on loopback is tens of microseconds.
 
 Percentiles: linear interpolation between closest ranks (numpy's default), the same
 method as tracebench's own reports (src/metrics/distribution.rs).
@@ -54,19 +59,26 @@ def read_requests(path):
 
 def read_chunk_log(path):
     """Per client request id (else the simulator's response id): (received_ns, [token
-    write ns in order])."""
+    write ns in order], head_ns or None for logs from before the `head` event)."""
     by_id = {}
     with open(path) as f:
         for line in f:
             event = json.loads(line)
             # Clients without an `x-request-id` (most peers) are keyed by the simulator's id.
             key = event.get("client_request_id") or event.get("request_id")
-            entry = by_id.setdefault(key, [None, []])
+            entry = by_id.setdefault(key, [None, [], None])
             if event["event"] == "received":
                 entry[0] = event["unix_ns"]
             elif event["event"] == "token":
                 entry[1].append((event["token_index"], event["unix_ns"]))
-    return {k: (v[0], [ns for _, ns in sorted(v[1])]) for k, v in by_id.items()}
+            elif event["event"] == "head":
+                entry[2] = event["unix_ns"]
+    return {k: (v[0], [ns for _, ns in sorted(v[1])], v[2]) for k, v in by_id.items()}
+
+
+def arrival_ns(entry):
+    """The earliest logged arrival of a request: its head, else its `received`."""
+    return entry[2] if entry[2] is not None else entry[0]
 
 
 def clock_offset_s(requests, sim):
@@ -74,8 +86,8 @@ def clock_offset_s(requests, sim):
     deltas = []
     for r in requests:
         entry = sim.get(f"tracebench-{r['index']}")
-        if entry and entry[0] is not None and r.get("sent_s") is not None:
-            deltas.append(entry[0] / 1e9 - r["sent_s"])
+        if entry and arrival_ns(entry) is not None and r.get("sent_s") is not None:
+            deltas.append(arrival_ns(entry) / 1e9 - r["sent_s"])
     return min(deltas) if deltas else None
 
 
@@ -91,13 +103,13 @@ def join(requests, sim, offset=None):
     """Per-request measured and true TTFT/ITL (ms) and their differences; with a clock
     offset also the upload (client send → sim received) and the delivery of the first
     token (sim write → client read), ms."""
-    out = {"ttft": [], "ttft_truth": [], "ttft_err": [], "itl": [], "itl_truth": [],
-           "itl_err": [], "upload": [], "delivery": [], "unmatched": 0,
-           "token_count_mismatch": 0}
+    out = {"ttft": [], "ttft_truth": [], "ttft_err": [], "ttft_err_head": [], "body_read": [],
+           "itl": [], "itl_truth": [], "itl_err": [], "upload": [], "delivery": [],
+           "unmatched": 0, "token_count_mismatch": 0}
     for r in requests:
         if r["outcome"] != "ok" or r.get("first_token_s") is None:
             continue
-        received, tokens = sim.get(f"tracebench-{r['index']}", (None, []))
+        received, tokens, head = sim.get(f"tracebench-{r['index']}", (None, [], None))
         if received is None or not tokens:
             out["unmatched"] += 1
             continue
@@ -106,6 +118,9 @@ def join(requests, sim, offset=None):
         out["ttft"].append(measured)
         out["ttft_truth"].append(truth)
         out["ttft_err"].append(measured - truth)
+        if head is not None:
+            out["ttft_err_head"].append(measured - (tokens[0] - head) / 1e6)
+            out["body_read"].append((received - head) / 1e6)
         if offset is not None:
             out["upload"].append((received / 1e9 - offset - r["sent_s"]) * 1e3)
             out["delivery"].append((r["first_token_s"] - (tokens[0] / 1e9 - offset)) * 1e3)
@@ -141,6 +156,8 @@ def accuracy(requests_path, chunk_log_path):
         "ttft_truth_ms": summary(joined["ttft_truth"]),
         "ttft_err_ms": summary(joined["ttft_err"]),
         "ttft_abs_err_ms": summary([abs(e) for e in joined["ttft_err"]]),
+        "ttft_err_head_ms": summary(joined["ttft_err_head"]),
+        "body_read_ms": summary(joined["body_read"]),
         "itl_ms": summary(joined["itl"]),
         "itl_truth_ms": summary(joined["itl_truth"]),
         "itl_err_ms": summary(joined["itl_err"]),

@@ -11,7 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What a logged moment was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkKind {
-    /// The request arrived (handler entered).
+    /// The request's head was read, before its body (the moment a client's upload of the
+    /// body starts to count as the server's time).
+    Head,
+    /// The request arrived: its body read and the handler entered. The timing modes count
+    /// from here.
     Received,
     /// The role-only first chat chunk was written.
     Role,
@@ -27,6 +31,7 @@ impl ChunkKind {
     /// The name written to the JSONL log.
     pub fn name(self) -> &'static str {
         match self {
+            ChunkKind::Head => "head",
             ChunkKind::Received => "received",
             ChunkKind::Role => "role",
             ChunkKind::Token => "token",

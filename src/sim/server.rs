@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -152,7 +153,19 @@ pub fn app(state: SimState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(stamp_head))
         .with_state(state)
+}
+
+/// When a request's head was read, in Unix ns: stamped before any handler reads the body.
+#[derive(Debug, Clone, Copy)]
+struct HeadRead(u64);
+
+/// Stamps [`HeadRead`] on every request as it comes in.
+async fn stamp_head(mut request: Request, next: Next) -> Response {
+    let now = super::chunk_log::unix_ns_now();
+    request.extensions_mut().insert(HeadRead(now));
+    next.run(request).await
 }
 
 /// An OpenAI-shaped error response.
@@ -192,27 +205,39 @@ async fn metrics(State(state): State<SimState>) -> Response {
         .into_response()
 }
 
-async fn chat(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(state, &headers, Endpoint::Chat, &body).await
+async fn chat(
+    State(state): State<SimState>,
+    Extension(head): Extension<HeadRead>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(state, &headers, head, Endpoint::Chat, &body).await
 }
 
-async fn completions(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
-    generate(state, &headers, Endpoint::Completion, &body).await
+async fn completions(
+    State(state): State<SimState>,
+    Extension(head): Extension<HeadRead>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    generate(state, &headers, head, Endpoint::Completion, &body).await
 }
 
 /// SGLang's native `/generate` (see `sglang.rs`).
 async fn sglang_generate(
     State(state): State<SimState>,
+    Extension(head): Extension<HeadRead>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    generate(state, &headers, Endpoint::Generate, &body).await
+    generate(state, &headers, head, Endpoint::Generate, &body).await
 }
 
 /// Every generation endpoint: validate, count, pick the fault, then stream or collect.
 async fn generate(
     state: SimState,
     headers: &HeaderMap,
+    head: HeadRead,
     endpoint: Endpoint,
     body: &[u8],
 ) -> Response {
@@ -242,6 +267,7 @@ async fn generate(
     }
 
     let job = new_job(&state, headers, endpoint, n, &request, prompt_tokens, fault);
+    job.log_at(ChunkKind::Head, 0, head.0);
     job.log_at(ChunkKind::Received, 0, arrived_unix_ns);
     let source = start_source(&state, arrived, tokens, request.max_tokens);
     if request.stream {

@@ -102,9 +102,11 @@ async fn streamed_generate_has_sglang_shapes_schedule_and_chunk_log() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 8, "received, 6 tokens, done");
+    assert_eq!(lines.len(), 9, "head, received, 6 tokens, done");
     assert!(lines.iter().all(|l| l["client_request_id"] == "sgl-7"));
-    assert_eq!(lines[0]["event"], "received");
+    assert_eq!(lines[0]["event"], "head");
+    assert_eq!(lines[1]["event"], "received");
+    assert!(lines[0]["unix_ns"].as_u64() <= lines[1]["unix_ns"].as_u64());
     let token_indexes: Vec<u64> = lines
         .iter()
         .filter(|l| l["event"] == "token")

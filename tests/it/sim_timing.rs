@@ -235,3 +235,45 @@ async fn mooncake_head_hit_ratio_matches_the_trace_reuse() {
         "hit {ratio:.4} vs reuse {expected:.4}"
     );
 }
+
+#[tokio::test]
+async fn chunk_log_head_is_stamped_before_a_slow_body_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A client that sends the head, then the body 300 ms later: `head` must be logged
+    // on arrival of the head, `received` (the timing modes' start) after the body.
+    let config = SimConfig {
+        record_chunks: true,
+        ..quick_config()
+    };
+    let sim = start(config);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+        "stream": true})
+    .to_string();
+    let addr = sim.base_url().trim_start_matches("http://").to_string();
+    let addr = addr.split('/').next().unwrap().to_string();
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-request-id: slow-body\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket.write_all(body.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).await.unwrap();
+    assert!(response.contains("[DONE]"), "{response}");
+
+    let records = sim.state().chunk_records();
+    let at = |kind: ChunkKind| {
+        records
+            .iter()
+            .find(|r| r.kind == kind && r.client_request_id.as_deref() == Some("slow-body"))
+            .unwrap_or_else(|| panic!("no {kind:?} record"))
+            .unix_ns
+    };
+    let body_wait = Duration::from_nanos(at(ChunkKind::Received) - at(ChunkKind::Head));
+    assert!(body_wait >= Duration::from_millis(250), "{body_wait:?}");
+    assert!(body_wait < Duration::from_secs(5), "{body_wait:?}");
+}
