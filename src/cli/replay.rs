@@ -31,7 +31,8 @@ use crate::replay::output::{self, PreparedDir};
 use crate::replay::prompts::BuilderPrompts;
 use crate::replay::{DispatchInput, DispatchOptions, Pacer, RunSetup};
 use crate::report::{
-    GoodputSlo, GoodputTerm, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION, parse_goodput_term,
+    Connections, GoodputSlo, GoodputTerm, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION,
+    parse_goodput_term,
 };
 use crate::schedule::{self, Arrivals, Plan, PlanOptions, SessionMode};
 use crate::trace::TraceRecord;
@@ -362,7 +363,7 @@ async fn replay_into(
         ready = prepare_requests(args, &prepared, &base_url) => ready?,
     };
 
-    let run_info = run_info(
+    let mut run_info = run_info(
         args,
         &prepared,
         &client,
@@ -370,6 +371,7 @@ async fn replay_into(
         &calibration,
         &plan,
     );
+    let client = Arc::new(client);
     let setup = RunSetup {
         input: DispatchInput {
             plan: Arc::new(plan),
@@ -378,7 +380,7 @@ async fn replay_into(
                 builder,
                 overhead_tokens: calibration.overhead_tokens,
             }),
-            transport: Arc::new(client),
+            transport: client.clone(),
             options: dispatch_options(&args.load, tokenizer)?,
         },
         dir: dir.to_path_buf(),
@@ -389,6 +391,7 @@ async fn replay_into(
     if let Some(sim) = sim {
         let _ = sim.shutdown().await;
     }
+    record_connections(dir, &mut run_info, &client);
 
     let summary =
         crate::report::write_run_reports(dir, &run_info, &result.records, result.partial)?;
@@ -403,6 +406,30 @@ async fn replay_into(
         summary,
         partial: result.partial,
     })
+}
+
+/// At the end of a run on the direct transport: logs how many connections it opened ahead
+/// of the sends and on the send path, and writes them into `run.json` (and so into the
+/// reports written after it). Nothing with reqwest, which does not count its connections.
+/// A failed rewrite is logged: the `run.json` written at the start stays, and the reports
+/// are still written.
+fn record_connections(dir: &Path, run: &mut RunInfo, client: &Client) {
+    if !client.is_direct() {
+        return;
+    }
+    let counts = client.connection_counts();
+    tracing::info!(
+        "connections: {} opened ahead of the sends, {} by a send",
+        counts.ahead,
+        counts.on_send
+    );
+    run.connections = Some(Connections {
+        opened_ahead: counts.ahead,
+        opened_on_send: counts.on_send,
+    });
+    if let Err(err) = output::rewrite_run_info(dir, run) {
+        tracing::warn!("run.json keeps no connection counts: {err}");
+    }
 }
 
 /// Starts the simulator for `--sim`; returns it and the base URL to use.
@@ -692,12 +719,18 @@ fn run_info(
             "timeout_s": target.timeout,
             "max_event_bytes": target.max_event_bytes,
             "http_client": target.http_client,
+            "http_client_used": match client.is_direct() {
+                true => HttpClient::Direct,
+                false => HttpClient::Reqwest,
+            },
             "warm_connections": load.warm_connections,
             "grace_s": load.grace,
             "client_threads": load
                 .client_threads
                 .unwrap_or_else(crate::replay::default_client_threads),
         }),
+        // Known at the end of the run only (`record_connections`).
+        connections: None,
     }
 }
 

@@ -86,20 +86,9 @@ impl Transport for Client {
         count: usize,
         stop: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let counts = self.clone();
-        let keep = Client::keep_connections(self, count, stop);
-        async move {
-            keep.await;
-            if !counts.is_direct() {
-                return;
-            }
-            let opened = counts.connection_counts();
-            tracing::debug!(
-                "connections: {} opened ahead of the sends, {} by a send",
-                opened.ahead,
-                opened.on_send
-            );
-        }
+        // The counts are logged and written into run.json when the run has ended
+        // (`cli::replay`), after every request.
+        Client::keep_connections(self, count, stop)
     }
 }
 

@@ -181,9 +181,27 @@ fn fresh_default_dir() -> PathBuf {
 /// Writes `run.json`.
 pub fn write_run_info(dir: &Path, run: &RunInfo) -> Result<(), OutputError> {
     let path = dir.join(RUN_FILE);
+    std::fs::write(&path, run_json(run)).map_err(|cause| OutputError::File { path, cause })
+}
+
+/// Writes `run.json` again at the end of a run: into a temporary file first, renamed over
+/// the old one, so a run killed meanwhile keeps a whole `run.json` (the old or the new).
+pub fn rewrite_run_info(dir: &Path, run: &RunInfo) -> Result<(), OutputError> {
+    let path = dir.join(RUN_FILE);
+    let temporary = dir.join(format!("{RUN_FILE}.tmp"));
+    let written =
+        std::fs::write(&temporary, run_json(run)).and_then(|()| std::fs::rename(&temporary, &path));
+    written.map_err(|cause| {
+        let _ = std::fs::remove_file(&temporary);
+        OutputError::File { path, cause }
+    })
+}
+
+/// `run.json`'s text.
+fn run_json(run: &RunInfo) -> String {
     let mut text = serde_json::to_string_pretty(run).unwrap_or_default();
     text.push('\n');
-    std::fs::write(&path, text).map_err(|cause| OutputError::File { path, cause })
+    text
 }
 
 /// Appends records to `requests.jsonl`, one flushed line each.
@@ -295,6 +313,31 @@ mod tests {
         let back: RequestRecord = serde_json::from_str(text.lines().nth(2).unwrap_or(""))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, record(2));
+    }
+
+    #[test]
+    fn run_json_rewritten_at_the_end_replaces_the_first_whole() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut run: RunInfo = serde_json::from_value(serde_json::json!({
+            "schema_version": 1, "tracebench_version": "t", "started_at": "now",
+            "trace": "t", "base_url": "b", "model": "m", "tokenizer": "none",
+            "prompt_mode": "blocks", "seed": 0, "max_concurrency": null, "calibration": null
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        write_run_info(dir.path(), &run).unwrap_or_else(|e| panic!("{e}"));
+        run.connections = Some(crate::report::Connections {
+            opened_ahead: 4,
+            opened_on_send: 1,
+        });
+        rewrite_run_info(dir.path(), &run).unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(dir.path().join(RUN_FILE)).unwrap_or_default();
+        let back: RunInfo = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, run);
+        assert!(!dir.path().join("run.json.tmp").exists());
+
+        let gone = dir.path().join("gone");
+        let err = rewrite_run_info(&gone, &run).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("run.json"));
     }
 
     #[test]

@@ -81,9 +81,12 @@ fn run_table(out: &mut String, run: &RunInfo, s: &Summary) {
     out.push_str("</table>\n");
 }
 
-/// The run's free-form options and calibration, folded away.
+/// The run's free-form options, calibration and connection counts, folded away.
 fn options_block(out: &mut String, run: &RunInfo) {
-    let options = serde_json::json!({ "config": run.config, "calibration": run.calibration });
+    let mut options = serde_json::json!({ "config": run.config, "calibration": run.calibration });
+    if let Some(connections) = run.connections {
+        options["connections"] = serde_json::json!(connections);
+    }
     let text = serde_json::to_string_pretty(&options).unwrap_or_default();
     let _ = writeln!(
         out,

@@ -21,7 +21,7 @@ pub mod warnings;
 use std::path::{Path, PathBuf};
 
 pub use goodput::{GoodputError, GoodputMetric, GoodputTerm, parse_goodput_term};
-pub use run_info::{GoodputSlo, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION};
+pub use run_info::{Connections, GoodputSlo, PLANNED_REQUESTS_KEY, RunInfo, SCHEMA_VERSION};
 
 use crate::metrics::{Summary, SummaryOptions};
 use crate::replay::RequestRecord;

@@ -1,5 +1,6 @@
 //! `run.json`: what a replay was asked to do, written before its first request so that an
-//! interrupted run can still be reported. The replay engine fills it; every report reads it.
+//! interrupted run can still be reported, and written again at its end with what only the
+//! end knows (the connections opened). The replay engine fills it; every report reads it.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,21 @@ pub struct RunInfo {
     /// see [`RunInfo::planned_requests`]).
     #[serde(default)]
     pub config: serde_json::Value,
+    /// The connections the direct transport opened, added when the run has ended. Absent
+    /// with reqwest (which does not count them), in a `run.json` of a run that was killed,
+    /// and in one written before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Connections>,
+}
+
+/// How many connections the direct transport opened during a run, and by whom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Opened before the start or by the keeper between bursts, off the send path.
+    pub opened_ahead: usize,
+    /// Opened by a request that found no idle connection (its `connect` is inside its
+    /// measured latency).
+    pub opened_on_send: usize,
 }
 
 /// The key under `config` holding the number of requests in the run's plan.
@@ -62,4 +78,47 @@ pub struct GoodputSlo {
     pub tpot_ms: Option<f64>,
     /// End-to-end latency objective, ms.
     pub e2el_ms: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `run.json` as written before the connection counts were recorded.
+    const OLD_RUN_JSON: &str = r#"{
+        "schema_version": 1, "tracebench_version": "0.1.0", "started_at": "now",
+        "trace": "t.jsonl", "base_url": "http://127.0.0.1:8000/v1", "model": "m",
+        "tokenizer": "none", "prompt_mode": "blocks", "seed": 0,
+        "goodput": {"ttft_ms": null, "tpot_ms": null, "e2el_ms": null},
+        "max_concurrency": null, "calibration": null,
+        "config": {"http_client": "direct"}
+    }"#;
+
+    fn old_run() -> RunInfo {
+        serde_json::from_str(OLD_RUN_JSON).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_run_json_without_connection_counts_still_loads() {
+        assert_eq!(old_run().connections, None);
+    }
+
+    #[test]
+    fn connection_counts_are_written_only_when_known() {
+        let mut run = old_run();
+        let json = serde_json::to_value(&run).unwrap_or_default();
+        assert!(json.get("connections").is_none(), "{json}");
+
+        run.connections = Some(Connections {
+            opened_ahead: 12,
+            opened_on_send: 3,
+        });
+        let json = serde_json::to_value(&run).unwrap_or_default();
+        assert_eq!(
+            json["connections"],
+            serde_json::json!({"opened_ahead": 12, "opened_on_send": 3})
+        );
+        let back: RunInfo = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, run);
+    }
 }

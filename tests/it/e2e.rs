@@ -713,12 +713,34 @@ fn zero_limits_that_would_fail_every_request_are_refused() {
 fn http_client_and_warm_connections_are_recorded_and_both_complete_the_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = small_trace(dir.path(), &[2, 3, 4]);
-    for (client, warm) in [("direct", "0"), ("direct", "3"), ("reqwest", "2")] {
-        let out_dir = dir.path().join(format!("run-{client}-{warm}"));
+    let cases = [
+        ("direct", None),
+        ("direct", Some("0")),
+        ("direct", Some("3")),
+        ("reqwest", Some("2")),
+    ];
+    for (client, warm) in cases {
+        let name = format!("{client} {}", warm.unwrap_or("default"));
+        let out_dir = dir.path().join(name.replace(' ', "-"));
         let out_arg = out_dir.display().to_string();
         let mut args = sim_args(&trace, &out_arg);
-        args.extend(["--http-client", client, "--warm-connections", warm]);
-        let out = run_in(dir.path(), &args);
+        args.extend(["--http-client", client]);
+        if let Some(warm) = warm {
+            args.extend(["--warm-connections", warm]);
+        }
+        // A proxy in the environment would turn the direct transport off.
+        let out = Command::new(common::bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("TRACEBENCH_TRACE_BASE_URL")
+            .env_remove("http_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the tracebench binary runs");
         assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 
         let mut requests = read_jsonl(&out_dir.join("requests.jsonl"));
@@ -727,10 +749,44 @@ fn http_client_and_warm_connections_are_recorded_and_both_complete_the_run() {
             .iter()
             .map(|r| u64_of(r, "completion_tokens"))
             .collect();
-        assert_eq!(completions, vec![2, 3, 4], "{client} {warm}");
+        assert_eq!(completions, vec![2, 3, 4], "{name}");
         let run = read_json(&out_dir.join("run.json"));
-        assert_eq!(run["config"]["http_client"], client);
-        assert_eq!(run["config"]["warm_connections"].to_string(), warm);
+        assert_eq!(run["config"]["http_client"], client, "{name}");
+        // Plain http to the simulator: the transport asked for is the one used.
+        assert_eq!(run["config"]["http_client_used"], client, "{name}");
+        let expected_warm = warm.map_or(Value::Null, |w| w.parse::<u64>().expect("n").into());
+        assert_eq!(run["config"]["warm_connections"], expected_warm, "{name}");
+
+        // Counted by the direct transport only, written at the end of the run, and the
+        // same in summary.json.
+        let connections = &run["connections"];
+        let summary = read_json(&out_dir.join("summary.json"));
+        assert_eq!(&summary["config"]["connections"], connections, "{name}");
+        if client == "reqwest" {
+            assert!(run.get("connections").is_none(), "{name}: {run}");
+            continue;
+        }
+        let ahead = connections["opened_ahead"].as_u64();
+        let on_send = connections["opened_on_send"].as_u64();
+        assert!(
+            ahead.is_some() && on_send.is_some(),
+            "{name}: {connections}"
+        );
+        match warm {
+            // At least 4 by default, 3 when asked.
+            None => assert!(ahead >= Some(4), "{name}: {connections}"),
+            Some("3") => assert!(ahead >= Some(3), "{name}: {connections}"),
+            // None ahead: the requests open their own.
+            _ => {
+                assert_eq!(ahead, Some(0), "{name}: {connections}");
+                assert!(on_send >= Some(1), "{name}: {connections}");
+            }
+        }
+        assert!(
+            stderr_of(&out).contains("opened ahead of the sends"),
+            "{name}: the counts are logged at info level: {}",
+            stderr_of(&out)
+        );
     }
 }
 

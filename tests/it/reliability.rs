@@ -717,6 +717,10 @@ fn password_in_the_base_url_is_never_written() {
             .unwrap_or_default()
             .contains("bench:***@")
     );
+    // Credentials in the URL take reqwest (which sends them), and run.json says so.
+    assert_eq!(run_json["config"]["http_client"], "direct");
+    assert_eq!(run_json["config"]["http_client_used"], "reqwest");
+    assert!(run_json.get("connections").is_none(), "{run_json}");
 
     // Without --model the model lookup fails, and its error names the URL.
     let out = tmp.path().join("run-models");

@@ -60,6 +60,7 @@ fn run_info() -> RunInfo {
         max_concurrency: None,
         calibration: None,
         config: serde_json::Value::Null,
+        connections: None,
     }
 }
 
