@@ -357,7 +357,6 @@ async fn run_loop<T: Transport, P: PromptSource>(
 ) -> Vec<bool> {
     let entries = &shared.plan.entries;
     let mut handled = vec![false; entries.len()];
-    let mut waiter = options.pacer.waiter();
 
     // `think` children are released by their parent, not by the clock: start them now.
     for (index, entry) in entries.iter().enumerate() {
@@ -378,7 +377,7 @@ async fn run_loop<T: Transport, P: PromptSource>(
         tokio::select! {
             biased;
             _ = shared.stop.cancelled() => break,
-            _ = waiter.wait_until(deadline) => {}
+            _ = options.pacer.wait_until(deadline) => {}
         }
         handled[index] = true;
         shared.live.dispatched.fetch_add(1, Ordering::Relaxed);

@@ -1,20 +1,15 @@
 //! Waiting for a send deadline. tokio's timer wheel has 1 ms granularity and wakes late by
-//! up to that much, so neither precise pacer relies on it alone.
+//! up to that much, so the precise pacer sleeps on tokio until shortly before the deadline,
+//! then on the OS thread (`thread::sleep`, tens of µs late), then spins the last stretch.
+//! The shared pacer does the same without ever blocking its thread, for a runtime that also
+//! runs the requests: an alarm thread sleeps for it and wakes it, and its spin yields to the
+//! runtime's other tasks (and polls the sockets) at every turn.
 //!
-//! On Linux both wait on a `timerfd` armed for the deadline and polled by the runtime's own
-//! `epoll`, like a socket: the kernel's high-resolution timer wakes the thread a few tens of
-//! µs after the deadline, never before, and the thread sleeps until then. That costs one
-//! wake-up per deadline; the spin it replaced cost up to 150 µs of a core per deadline
-//! (each turn of it a zero-timeout `epoll_wait`), a fifth of the client's CPU at 1,000
-//! arrivals/s (docs/PERFORMANCE.md, "Deadline timer").
-//!
-//! Elsewhere, or when no timerfd can be made, the precise pacer sleeps on tokio until
-//! shortly before the deadline, then on the OS thread (`thread::sleep`, tens of µs late),
-//! then spins the last stretch. The shared pacer does the same without ever blocking its
-//! thread, for a runtime that also runs the requests: an alarm thread sleeps for it and
-//! wakes it, and its spin yields to the runtime's other tasks (and polls the sockets) at
-//! every turn. The precise pacer's fallback blocks its thread: it must run on the dispatch
-//! thread's own runtime, never on a worker of the runtime that reads responses.
+//! The precise pacer blocks its thread for the final stretch: it must run on the dispatch
+//! thread's own runtime, never on a worker of the runtime that reads responses. Its spin
+//! yields the core at every turn: on a client pinned to one core under `SCHED_FIFO` (the
+//! benchmark's set-up) a plain spin kept the response worker off the core for the whole
+//! stretch, delaying the chunks that arrived meanwhile.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -46,39 +41,7 @@ pub enum Pacer {
 impl Pacer {
     /// Waits until `deadline`. Returns at once when it has passed.
     pub async fn wait_until(self, deadline: Instant) {
-        self.waiter().wait_until(deadline).await;
-    }
-
-    /// A waiter for many deadlines in turn (one dispatch loop): it keeps its OS timer.
-    /// Must be made inside the runtime it will wait on.
-    pub fn waiter(self) -> Waiter {
-        let timer = match self {
-            Pacer::Tokio => None,
-            Pacer::Precise | Pacer::Shared => deadline_timer(),
-        };
-        Waiter { pacer: self, timer }
-    }
-}
-
-/// Waits for one deadline after another with a [`Pacer`].
-pub struct Waiter {
-    pacer: Pacer,
-    timer: Option<DeadlineTimer>,
-}
-
-impl Waiter {
-    /// Waits until `deadline`, never returning before it. Returns at once when it has passed.
-    pub async fn wait_until(&mut self, deadline: Instant) {
-        if let Some(timer) = &self.timer {
-            match timer.wait_until(deadline).await {
-                Ok(()) => return,
-                Err(err) => {
-                    tracing::warn!("deadline timer failed ({err}); waiting without it");
-                    self.timer = None;
-                }
-            }
-        }
-        match self.pacer {
+        match self {
             Pacer::Tokio => tokio::time::sleep_until(deadline).await,
             Pacer::Precise => {
                 if let Some(coarse) = deadline.checked_sub(COARSE_MARGIN) {
@@ -89,95 +52,6 @@ impl Waiter {
                 wait_blocking(deadline);
             }
             Pacer::Shared => wait_shared(deadline).await,
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-use timer::DeadlineTimer;
-
-/// Stands in for the timerfd where there is none: never made.
-#[cfg(not(target_os = "linux"))]
-struct DeadlineTimer;
-
-#[cfg(not(target_os = "linux"))]
-impl DeadlineTimer {
-    async fn wait_until(&self, _deadline: Instant) -> std::io::Result<()> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
-}
-
-/// A deadline timer on the current runtime, or `None` (the fallback waits) where it cannot
-/// be made.
-fn deadline_timer() -> Option<DeadlineTimer> {
-    #[cfg(target_os = "linux")]
-    match DeadlineTimer::new() {
-        Ok(timer) => return Some(timer),
-        Err(err) => tracing::debug!("no timerfd for the pacer ({err}): it spins instead"),
-    }
-    None
-}
-
-#[cfg(target_os = "linux")]
-mod timer {
-    //! A `timerfd` registered with the runtime's reactor.
-
-    use std::io;
-    use std::os::fd::OwnedFd;
-
-    use rustix::time::{
-        Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
-        timerfd_settime,
-    };
-    use tokio::io::unix::AsyncFd;
-    use tokio::time::Instant;
-
-    /// One timer, armed for one deadline at a time.
-    pub(super) struct DeadlineTimer {
-        fd: AsyncFd<OwnedFd>,
-    }
-
-    impl DeadlineTimer {
-        /// A monotonic, non-blocking timerfd on the current runtime (which must have IO
-        /// enabled).
-        pub(super) fn new() -> io::Result<Self> {
-            let flags = TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC;
-            let fd = timerfd_create(TimerfdClockId::Monotonic, flags)?;
-            // `AsyncFd::new` is deprecated because a value that only borrows its fd could close
-            // it while registered; this `OwnedFd` is moved in and dropped only by `AsyncFd`.
-            // Its replacement, `register`, is `unsafe`, which this crate forbids.
-            #[allow(deprecated)]
-            let fd = AsyncFd::new(fd)?;
-            Ok(DeadlineTimer { fd })
-        }
-
-        /// Arms the timer for `deadline` and waits for it to fire. The time left is measured
-        /// just before arming, so the timer can only fire late, never early.
-        pub(super) async fn wait_until(&self, deadline: Instant) -> io::Result<()> {
-            let now = Instant::now();
-            if deadline <= now {
-                return Ok(());
-            }
-            let left = deadline - now;
-            let armed = Itimerspec {
-                it_interval: Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                },
-                it_value: Timespec {
-                    tv_sec: left.as_secs() as _,
-                    tv_nsec: left.subsec_nanos() as _,
-                },
-            };
-            timerfd_settime(self.fd.get_ref(), TimerfdTimerFlags::empty(), &armed)?;
-            loop {
-                let mut ready = self.fd.readable().await?;
-                let mut expirations = [0_u8; 8];
-                match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut expirations)?)) {
-                    Ok(read) => return read.map(|_| ()),
-                    Err(_would_block) => continue,
-                }
-            }
         }
     }
 }
@@ -289,44 +163,6 @@ mod tests {
             // On one thread the other task only runs if the pacer lets it.
             assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 5);
         });
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn precise_pacers_wait_on_a_timerfd_many_times_in_turn() {
-        for pacer in [Pacer::Precise, Pacer::Shared] {
-            let mut waiter = pacer.waiter();
-            assert!(waiter.timer.is_some(), "{pacer:?} has no timerfd");
-            // Re-armed for each deadline, including ones already past.
-            for delay_us in [300_u64, 0, 1_200, 50, 2_000] {
-                let deadline = Instant::now() + Duration::from_micros(delay_us);
-                waiter.wait_until(deadline).await;
-                assert!(
-                    Instant::now() >= deadline,
-                    "{pacer:?} woke early for {delay_us} µs"
-                );
-            }
-            assert!(waiter.timer.is_some(), "{pacer:?} gave up its timerfd");
-        }
-        assert!(Pacer::Tokio.waiter().timer.is_none());
-    }
-
-    #[tokio::test]
-    async fn fallback_waits_are_never_early() {
-        for delay_us in [0_u64, 50, 400, 2_500, 4_000] {
-            let deadline = Instant::now() + Duration::from_micros(delay_us);
-            wait_shared(deadline).await;
-            assert!(
-                Instant::now() >= deadline,
-                "shared woke early for {delay_us} µs"
-            );
-            let deadline = Instant::now() + Duration::from_micros(delay_us);
-            wait_blocking(deadline);
-            assert!(
-                Instant::now() >= deadline,
-                "blocking woke early for {delay_us} µs"
-            );
-        }
     }
 
     #[tokio::test(start_paused = true)]
