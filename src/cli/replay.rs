@@ -226,7 +226,7 @@ pub struct OutputArgs {
     #[arg(long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 
-    /// Overwrite the run already in --output DIR.
+    /// Overwrite the run already in --output DIR (and the --save-tics FILE).
     #[arg(long)]
     pub force: bool,
 
@@ -265,6 +265,9 @@ pub struct ReplayReport {
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
     output::check_unused(args.out.output.as_deref(), args.out.force)?;
+    if let Some(tics) = &args.out.save_tics {
+        output::check_new_file(tics, "--save-tics", args.out.force)?;
+    }
     let trace = args.trace.load()?;
     let plan = make_plan(&trace.records, &args.load, args.prompt.seed)?;
 

@@ -54,7 +54,9 @@ pub fn read_run(dir: &Path, goodput: Option<GoodputSlo>) -> Result<Rebuilt, Repo
     if let Some(slo) = goodput {
         run.goodput = slo;
     }
-    let read = requests_jsonl::read(&dir.join("requests.jsonl"))?;
+    let mut read = requests_jsonl::read(&dir.join("requests.jsonl"))?;
+    // Plan order, as after a run: `requests.jsonl` has them in the order they ended.
+    read.records.sort_by_key(|r| r.index);
 
     // An earlier summary says whether the run finished; without one, it did not.
     let earlier: Result<serde_json::Value, _> = read_json(&dir.join("summary.json"));

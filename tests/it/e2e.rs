@@ -454,6 +454,42 @@ fn replay_refuses_a_directory_holding_a_run_unless_forced() {
 }
 
 #[test]
+fn replay_refuses_an_existing_save_tics_file_unless_forced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 2]);
+    let tics = dir.path().join("tics.json");
+    std::fs::write(&tics, "keep me").expect("write");
+    let tics_arg = tics.display().to_string();
+    let out_arg = dir.path().join("run").display().to_string();
+    let mut args = sim_args(&trace, &out_arg);
+    args.extend(["--save-tics", &tics_arg]);
+
+    let refused = run_in(dir.path(), &args);
+    let stderr = stderr_of(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{tics_arg} exists already")) && stderr.contains("--save-tics"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&tics).expect("kept"), "keep me");
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing is made before the checks"
+    );
+
+    args.push("--force");
+    let forced = run_in(dir.path(), &args);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr_of(&forced));
+    let written = std::fs::read_to_string(&tics).expect("rewritten");
+    let value: Value = serde_json::from_str(&written).expect("tics are JSON");
+    assert_eq!(
+        value.as_array().map(Vec::len),
+        Some(2),
+        "one row per request: {written}"
+    );
+}
+
+#[test]
 fn sweep_refuses_a_used_folder_before_running_anything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = small_trace(dir.path(), &[2, 2]);

@@ -146,6 +146,37 @@ fn report_command_reproduces_the_runs_summary() {
 }
 
 #[test]
+fn report_command_writes_requests_csv_in_plan_order() {
+    // requests.jsonl holds records in the order they ended: reversed here.
+    let dir = copy_of_fixture();
+    let path = dir.path().join("requests.jsonl");
+    let lines: Vec<String> = read(&path).lines().rev().map(str::to_string).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write reversed");
+
+    let out = tracebench(&["report", dir.path().to_str().expect("utf-8 path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = read(&dir.path().join("requests.csv"));
+    let indexes: Vec<usize> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .expect("index")
+        })
+        .collect();
+    let mut sorted = indexes.clone();
+    sorted.sort_unstable();
+    assert!(indexes.len() > 1, "{csv}");
+    assert_eq!(indexes, sorted, "{csv}");
+}
+
+#[test]
 fn report_command_recovers_a_killed_runs_requests() {
     // A SIGKILLed run: no summary.json, and the last line cut mid-record.
     let dir = copy_of_fixture();
