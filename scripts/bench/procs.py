@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 import threading
 import time
 
@@ -86,6 +87,8 @@ class Sim:
     """`tracebench sim` in fixed mode, pinned, with a chunk log; a context manager."""
 
     def __init__(self, binary, core, chunk_log, ttft_ms=50, itl_ms=10, log_path=None):
+        # The simulator appends to its chunk log: a cell run again starts from an empty one.
+        Path(chunk_log).unlink(missing_ok=True)
         self.port = free_port()
         self.argv = pinned(core, [binary, "sim", "--port", str(self.port), "--timing", "fixed",
                                   "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms),

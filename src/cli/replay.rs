@@ -21,8 +21,8 @@ use super::prompts::PromptArgs;
 use super::sim::SimReplayArgs;
 use super::trace_input::{PreparedTrace, TraceInputArgs};
 use crate::client::{
-    Api, ApiKey, Client, ClientConfig, ClientError, DEFAULT_MAX_EVENT_BYTES, Endpoint, HttpClient,
-    PromptBody,
+    Api, ApiKey, Client, ClientConfig, ClientError, ConnectionCounts, DEFAULT_MAX_EVENT_BYTES,
+    Endpoint, HttpClient, PromptBody,
 };
 use crate::metrics::Summary;
 use crate::prompt::Tokenizer;
@@ -390,11 +390,13 @@ async fn replay_into(
         run_info: run_info.clone(),
         progress: !args.out.no_progress && std::io::stdout().is_terminal(),
     };
+    // The calibration's connection is not the run's: counted from here.
+    let before = client.connection_counts();
     let result = crate::replay::execute_on(setup, stop, args.load.client_threads).await?;
     if let Some(sim) = sim {
         let _ = sim.shutdown().await;
     }
-    record_connections(dir, &mut run_info, &client);
+    record_connections(dir, &mut run_info, &client, before);
 
     let summary =
         crate::report::write_run_reports(dir, &run_info, &result.records, result.partial)?;
@@ -416,11 +418,15 @@ async fn replay_into(
 /// reports written after it). Nothing with reqwest, which does not count its connections.
 /// A failed rewrite is logged: the `run.json` written at the start stays, and the reports
 /// are still written.
-fn record_connections(dir: &Path, run: &mut RunInfo, client: &Client) {
+fn record_connections(dir: &Path, run: &mut RunInfo, client: &Client, before: ConnectionCounts) {
     if !client.is_direct() {
         return;
     }
-    let counts = client.connection_counts();
+    let after = client.connection_counts();
+    let counts = ConnectionCounts {
+        ahead: after.ahead.saturating_sub(before.ahead),
+        on_send: after.on_send.saturating_sub(before.on_send),
+    };
     tracing::info!(
         "connections: {} opened ahead of the sends, {} by a send",
         counts.ahead,

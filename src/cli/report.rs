@@ -26,9 +26,13 @@ pub struct ReportArgs {
     #[arg(long, num_args = 1.., value_parser = parse_goodput_term, value_name = "NAME:MS")]
     pub goodput: Option<Vec<GoodputTerm>>,
 
-    /// Also write the seed's raw result format to FILE.
+    /// Also write the seed's raw result format to FILE (an existing file only with --force).
     #[arg(long, value_name = "FILE")]
     pub save_tics: Option<PathBuf>,
+
+    /// Overwrite an existing --save-tics FILE.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Compare two runs.
@@ -72,6 +76,9 @@ pub struct SweepArgs {
 /// Runs `tracebench report`: rebuilds summary.json, requests.csv and report.html from
 /// run.json and requests.jsonl, and prints the console report.
 pub fn run_report(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(tics) = &args.save_tics {
+        output::check_new_file(tics, "--save-tics", args.force)?;
+    }
     let goodput = args.goodput.as_deref().map(GoodputSlo::from_terms);
     let rebuilt = rebuild::read_run(&args.dir, goodput)?;
     if rebuilt.truncated_tail {
@@ -162,6 +169,12 @@ pub fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let levels = sweep_levels(&args)?;
     let base = &args.replay;
     check_args(base)?;
+    if base.out.save_tics.is_some() {
+        anyhow::bail!(
+            "--save-tics is not taken by sweep (every level would write the same file): \
+             write a level's with `tracebench report LEVEL_DIR --save-tics FILE`"
+        );
+    }
     let root = base.out.output.as_deref();
     check_sweep_unused(root, &levels, base.out.force)?;
     let trace = base.trace.read()?;

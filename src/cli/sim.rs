@@ -232,13 +232,13 @@ async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Resu
     let listener = crate::sim::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let state = SimState::new(config)?;
+    // Before the address is first shown (log or stderr): whoever reads it may signal at once.
+    let signal = crate::replay::termination_signal();
     tracing::info!(
         "sim: serving {} on http://{bound}/v1 ({:?} timing)",
         state.config().model_id,
         state.config().timing
     );
-    // Before the address is announced: whoever reads it may signal at once.
-    let signal = crate::replay::termination_signal();
     eprintln!("tracebench sim listening on http://{bound}/v1 (Ctrl-C to stop)");
     let shutdown = async {
         signal.await;

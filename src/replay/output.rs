@@ -64,6 +64,17 @@ pub enum OutputError {
         /// The flag or argument naming it (`--output`, `OUT`).
         flag: &'static str,
     },
+    /// An output file cannot be made where it is asked for (a directory, or a folder that
+    /// does not exist).
+    #[error("{flag} {path}: {why}")]
+    FileUnwritable {
+        /// The file.
+        path: PathBuf,
+        /// The flag or argument naming it.
+        flag: &'static str,
+        /// Why.
+        why: &'static str,
+    },
     /// A file in it cannot be written.
     #[error("{path}: {cause}")]
     File {
@@ -89,9 +100,23 @@ pub fn check_unused(dir: Option<&Path>, force: bool) -> Result<(), OutputError> 
     }
 }
 
-/// Refuses an existing regular output file unless `force`; `flag` names it in the error.
-/// Devices and pipes (`/dev/null`, `/dev/stdout`) are not files a run could lose.
+/// Refuses an existing regular output file unless `force`, a directory, and a file in a
+/// folder that does not exist, so that the mistake shows before the work, not after it;
+/// `flag` names it in the error. Devices and pipes (`/dev/null`, `/dev/stdout`) are not
+/// files a run could lose.
 pub fn check_new_file(path: &Path, flag: &'static str, force: bool) -> Result<(), OutputError> {
+    let unwritable = |why| OutputError::FileUnwritable {
+        path: path.to_path_buf(),
+        flag,
+        why,
+    };
+    if path.is_dir() {
+        return Err(unwritable("is a directory; expected a file name"));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|p| !p.is_dir()) {
+        return Err(unwritable("its folder does not exist"));
+    }
     if path.is_file() && !force {
         return Err(OutputError::FileExists {
             path: path.to_path_buf(),
@@ -384,6 +409,22 @@ mod tests {
         assert!(err.contains("prompts.jsonl exists already") && err.contains("--force"));
         assert!(check_new_file(&file, "--output", true).is_ok());
         assert!(check_new_file(Path::new("/dev/null"), "--output", false).is_ok());
+        assert!(check_new_file(Path::new("bare-name.json"), "--output", false).is_ok());
+    }
+
+    #[test]
+    fn a_directory_or_a_missing_folder_is_refused_even_with_force() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let err = |path: &Path| {
+            check_new_file(path, "--save-tics", true)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let as_dir = err(dir.path());
+        assert!(as_dir.starts_with("--save-tics ") && as_dir.contains("is a directory"));
+        let missing = err(&dir.path().join("nowhere").join("x.json"));
+        assert!(missing.contains("nowhere") && missing.contains("folder does not exist"));
     }
 
     #[test]

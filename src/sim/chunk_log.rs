@@ -2,7 +2,7 @@
 //! benchmarks through `SimHandle`) and an optional JSONL file. Times are Unix-epoch
 //! nanoseconds so another process (the client under test) can compare them with its own.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,11 @@ impl ChunkLog {
             return Ok(None);
         }
         let file = match path {
-            Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
+            Some(p) => {
+                // Appended to: an earlier run's log in the same file is kept.
+                let file = OpenOptions::new().create(true).append(true).open(p)?;
+                Some(Mutex::new(BufWriter::new(file)))
+            }
             None => None,
         };
         Ok(Some(ChunkLog {

@@ -490,6 +490,64 @@ fn replay_refuses_an_existing_save_tics_file_unless_forced() {
 }
 
 #[test]
+fn save_tics_mistakes_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let trace = small_trace(dir.path(), &[2, 2]);
+    let out_arg = dir.path().join("run").display().to_string();
+    let nowhere = dir.path().join("nowhere").join("tics.json");
+    let here = dir.path().display().to_string();
+    for (tics, message) in [
+        (nowhere.display().to_string(), "its folder does not exist"),
+        (here, "is a directory"),
+    ] {
+        let mut args = sim_args(&trace, &out_arg);
+        args.extend(["--save-tics", &tics, "--force"]);
+        let out = run_in(dir.path(), &args);
+        let stderr = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--save-tics") && stderr.contains(message),
+            "{stderr}"
+        );
+        assert!(
+            !dir.path().join("run").exists(),
+            "nothing sent, nothing made"
+        );
+    }
+
+    // sweep would write every level into the one file.
+    let mut args = sim_args(&trace, &out_arg);
+    args[0] = "sweep";
+    args.extend(["--time-scales", "1,2", "--save-tics", "t.json"]);
+    let out = run_in(dir.path(), &args);
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--save-tics is not taken by sweep"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("t.json").exists());
+
+    // report keeps an existing file unless --force.
+    let first = run_in(dir.path(), &sim_args(&trace, &out_arg));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr_of(&first));
+    let tics = dir.path().join("kept.json");
+    std::fs::write(&tics, "keep me").expect("write");
+    let tics_arg = tics.display().to_string();
+    let report = ["report", out_arg.as_str(), "--save-tics", tics_arg.as_str()];
+    let refused = run_in(dir.path(), &report);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr_of(&refused));
+    assert_eq!(std::fs::read_to_string(&tics).expect("kept"), "keep me");
+    let mut forced = report.to_vec();
+    forced.push("--force");
+    let forced = run_in(dir.path(), &forced);
+    assert_eq!(forced.status.code(), Some(0), "{}", stderr_of(&forced));
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(&tics).expect("tics"))
+        .expect("tics are JSON");
+    assert_eq!(value.as_array().map(Vec::len), Some(2));
+}
+
+#[test]
 fn sweep_refuses_a_used_folder_before_running_anything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = small_trace(dir.path(), &[2, 2]);
@@ -749,17 +807,22 @@ fn zero_limits_that_would_fail_every_request_are_refused() {
 fn http_client_and_warm_connections_are_recorded_and_both_complete_the_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let trace = small_trace(dir.path(), &[2, 3, 4]);
+    // (transport, --warm-connections, calibrated first)
     let cases = [
-        ("direct", None),
-        ("direct", Some("0")),
-        ("direct", Some("3")),
-        ("reqwest", Some("2")),
+        ("direct", None, false),
+        ("direct", Some("0"), false),
+        ("direct", Some("3"), false),
+        ("direct", Some("3"), true),
+        ("reqwest", Some("2"), false),
     ];
-    for (client, warm) in cases {
-        let name = format!("{client} {}", warm.unwrap_or("default"));
+    for (client, warm, calibrated) in cases {
+        let name = format!("{client} {} {calibrated}", warm.unwrap_or("default"));
         let out_dir = dir.path().join(name.replace(' ', "-"));
         let out_arg = out_dir.display().to_string();
         let mut args = sim_args(&trace, &out_arg);
+        if calibrated {
+            args.retain(|a| *a != "--no-calibrate");
+        }
         args.extend(["--http-client", client]);
         if let Some(warm) = warm {
             args.extend(["--warm-connections", warm]);
@@ -811,7 +874,12 @@ fn http_client_and_warm_connections_are_recorded_and_both_complete_the_run() {
         match warm {
             // At least 4 by default, 3 when asked.
             None => assert!(ahead >= Some(4), "{name}: {connections}"),
-            Some("3") => assert!(ahead >= Some(3), "{name}: {connections}"),
+            // Three ahead for three requests: none opens its own, and the calibration's
+            // connection (opened before the run) is not counted.
+            Some("3") => {
+                assert!(ahead >= Some(3), "{name}: {connections}");
+                assert_eq!(on_send, Some(0), "{name}: {connections}");
+            }
             // None ahead: the requests open their own.
             _ => {
                 assert_eq!(ahead, Some(0), "{name}: {connections}");

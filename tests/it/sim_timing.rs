@@ -277,3 +277,28 @@ async fn chunk_log_head_is_stamped_before_a_slow_body_arrives() {
     assert!(body_wait >= Duration::from_millis(250), "{body_wait:?}");
     assert!(body_wait < Duration::from_secs(5), "{body_wait:?}");
 }
+
+#[tokio::test]
+async fn chunk_log_file_is_appended_to_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chunks.jsonl");
+    std::fs::write(&path, "{\"earlier\": true}\n").unwrap();
+    let config = SimConfig {
+        chunk_log: Some(path.clone()),
+        ..quick_config()
+    };
+    let sim = start(config);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+        "stream": true});
+    post(&sim, "/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    sim.shutdown().await.unwrap();
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "{\"earlier\": true}", "{text}");
+    assert!(lines.len() > 4, "the new run's events follow: {text}");
+}
