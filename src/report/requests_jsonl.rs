@@ -36,13 +36,28 @@ pub enum ReadError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A line is not UTF-8 text.
+    #[error("{path}:{line}: not UTF-8 text")]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number of the first bad byte.
+        line: usize,
+    },
 }
 
 /// Reads `path`, tolerating a truncated last line.
 pub fn read(path: &Path) -> Result<ReadRequests, ReadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReadError::Io {
+    let bytes = std::fs::read(path).map_err(|source| ReadError::Io {
         path: path.to_path_buf(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|err| {
+        let good = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        ReadError::NotUtf8 {
+            path: path.to_path_buf(),
+            line: 1 + good.iter().filter(|&&b| b == b'\n').count(),
+        }
     })?;
     parse(path, &text)
 }

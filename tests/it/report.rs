@@ -177,6 +177,27 @@ fn report_command_writes_requests_csv_in_plan_order() {
 }
 
 #[test]
+fn report_command_names_the_line_that_is_not_utf8() {
+    let dir = copy_of_fixture();
+    let jsonl = dir.path().join("requests.jsonl");
+    let mut lines: Vec<Vec<u8>> = read(&jsonl)
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    lines[2].extend_from_slice(b" \xff\xfe");
+    let bytes: Vec<u8> = lines.join(&b'\n').into_iter().chain(*b"\n").collect();
+    std::fs::write(&jsonl, bytes).expect("write");
+
+    let out = tracebench(&["report", dir.path().to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("requests.jsonl:3: not UTF-8 text"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn report_command_recovers_a_killed_runs_requests() {
     // A SIGKILLed run: no summary.json, and the last line cut mid-record.
     let dir = copy_of_fixture();
