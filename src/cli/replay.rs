@@ -266,7 +266,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
     output::check_unused(args.out.output.as_deref(), args.out.force)?;
     if let Some(tics) = &args.out.save_tics {
-        output::check_new_file(tics, "--save-tics", args.out.force)?;
+        let made = args.out.output.as_deref();
+        output::check_new_file_in(tics, "--save-tics", args.out.force, made)?;
     }
     let trace = args.trace.load()?;
     let plan = make_plan(&trace.records, &args.load, args.prompt.seed)?;

@@ -225,6 +225,9 @@ fn raise_open_files_limit() {
 
 /// Binds, logs the address, serves until Ctrl-C or SIGTERM.
 async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Result<()> {
+    // Before anything is written: whoever reads the first line (a log line with -v, the
+    // address without) may signal at once.
+    let signal = crate::replay::termination_signal();
     if !addr.ip().is_loopback() {
         tracing::warn!("sim: listening on {addr}, reachable from other machines");
     }
@@ -232,8 +235,6 @@ async fn serve_until_ctrl_c(addr: SocketAddr, config: SimConfig) -> anyhow::Resu
     let listener = crate::sim::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let state = SimState::new(config)?;
-    // Before the address is first shown (log or stderr): whoever reads it may signal at once.
-    let signal = crate::replay::termination_signal();
     tracing::info!(
         "sim: serving {} on http://{bound}/v1 ({:?} timing)",
         state.config().model_id,

@@ -105,6 +105,17 @@ pub fn check_unused(dir: Option<&Path>, force: bool) -> Result<(), OutputError> 
 /// `flag` names it in the error. Devices and pipes (`/dev/null`, `/dev/stdout`) are not
 /// files a run could lose.
 pub fn check_new_file(path: &Path, flag: &'static str, force: bool) -> Result<(), OutputError> {
+    check_new_file_in(path, flag, force, None)
+}
+
+/// [`check_new_file`] for a file that may go into `made`, a folder the command itself
+/// creates (a run's `--output DIR`): that folder need not exist yet.
+pub fn check_new_file_in(
+    path: &Path,
+    flag: &'static str,
+    force: bool,
+    made: Option<&Path>,
+) -> Result<(), OutputError> {
     let unwritable = |why| OutputError::FileUnwritable {
         path: path.to_path_buf(),
         flag,
@@ -114,7 +125,7 @@ pub fn check_new_file(path: &Path, flag: &'static str, force: bool) -> Result<()
         return Err(unwritable("is a directory; expected a file name"));
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-    if parent.is_some_and(|p| !p.is_dir()) {
+    if parent.is_some_and(|p| !p.is_dir() && Some(p) != made) {
         return Err(unwritable("its folder does not exist"));
     }
     if path.is_file() && !force {
@@ -423,8 +434,12 @@ mod tests {
         };
         let as_dir = err(dir.path());
         assert!(as_dir.starts_with("--save-tics ") && as_dir.contains("is a directory"));
-        let missing = err(&dir.path().join("nowhere").join("x.json"));
+        let nowhere = dir.path().join("nowhere");
+        let missing = err(&nowhere.join("x.json"));
         assert!(missing.contains("nowhere") && missing.contains("folder does not exist"));
+        // Unless the command makes that folder itself.
+        let made = Some(nowhere.as_path());
+        assert!(check_new_file_in(&nowhere.join("x.json"), "--save-tics", false, made).is_ok());
     }
 
     #[test]
