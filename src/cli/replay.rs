@@ -424,19 +424,16 @@ fn record_connections(dir: &Path, run: &mut RunInfo, client: &Client, before: Co
         return;
     }
     let after = client.connection_counts();
-    let counts = ConnectionCounts {
-        ahead: after.ahead.saturating_sub(before.ahead),
-        on_send: after.on_send.saturating_sub(before.on_send),
+    let connections = Connections {
+        opened_ahead: after.ahead.saturating_sub(before.ahead),
+        opened_on_send: after.on_send.saturating_sub(before.on_send),
     };
     tracing::info!(
         "connections: {} opened ahead of the sends, {} by a send",
-        counts.ahead,
-        counts.on_send
+        connections.opened_ahead,
+        connections.opened_on_send
     );
-    run.connections = Some(Connections {
-        opened_ahead: counts.ahead,
-        opened_on_send: counts.on_send,
-    });
+    run.connections = Some(connections);
     if let Err(err) = output::rewrite_run_info(dir, run) {
         tracing::warn!("run.json keeps no connection counts: {err}");
     }

@@ -214,7 +214,8 @@ fn fresh_default_dir() -> PathBuf {
     path
 }
 
-/// Writes `run.json`.
+/// Writes `run.json` in place, before the first request: a `run.json` that cannot be
+/// written (a full disk, a path to `/dev/full`) fails here, before any load.
 pub fn write_run_info(dir: &Path, run: &RunInfo) -> Result<(), OutputError> {
     let path = dir.join(RUN_FILE);
     std::fs::write(&path, run_json(run)).map_err(|cause| OutputError::File { path, cause })
