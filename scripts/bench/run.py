@@ -201,6 +201,23 @@ def cmd_table(args):
                       f"{fmt(m('burst_gap_ms.p50'), 3)} | {fmt(m('sim_cpu_s'))} | "
                       f"{fmt(m('load_average_before'), 1)} |")
     print("\n" + "\n".join(detail))
+    arrival = ["| prompts | offered /s | sim queue (arrived → head) p50 / p99 ms | "
+               "upload to the socket p50 / p99 ms | TTFT error from the arrival p50 / p99 ms "
+               "| first-token delivery p50 / p99 ms |",
+               "|---|---|---|---|---|---|"]
+    for key, results in saved["results"].items():
+        mode, rate = key.rsplit("-", 1)
+        m = lambda path: median_of(results, path)  # noqa: E731
+        if m("ttft_err_arrived_ms.p50") is None:
+            continue
+        arrival.append(f"| {mode} | {int(rate):,} | {fmt(m('sim_queue_ms.p50'), 3)} / "
+                       f"{fmt(m('sim_queue_ms.p99'), 3)} | {fmt(m('upload_socket_ms.p50'), 3)} / "
+                       f"{fmt(m('upload_socket_ms.p99'), 3)} | "
+                       f"{fmt(m('ttft_err_arrived_ms.p50'), 3)} / "
+                       f"{fmt(m('ttft_err_arrived_ms.p99'), 3)} | "
+                       f"{fmt(m('delivery_ms.p50'), 3)} / {fmt(m('delivery_ms.p99'), 3)} |")
+    if len(arrival) > 2:
+        print("\n" + "\n".join(arrival))
 
 
 def cmd_memory(args):

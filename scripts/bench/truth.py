@@ -1,8 +1,9 @@
 """Join a replay's requests.jsonl with the simulator's chunk log and measure the error.
 
 The simulator (`tracebench sim --chunk-log FILE`) writes one JSON line per moment of a
-request: `head` (its head read, before the body), `received` (body read, handler
-entered), `role`, `token` (each content chunk), `usage`,
+request: `arrived` (the kernel's receive stamp of its first bytes, before the
+simulator's event loop read them), `head` (its head read, before the body), `received`
+(body read, handler entered), `role`, `token` (each content chunk), `usage`,
 `done`, each with `unix_ns` and the client's `x-request-id` header, which tracebench sets
 to `tracebench-INDEX` (INDEX = the plan index in requests.jsonl). That header is the join
 key; no clock needs to be shared for TTFT and ITL:
@@ -14,13 +15,18 @@ key; no clock needs to be shared for TTFT and ITL:
                 without the time the simulator took to receive and read the body, which a
                 real server's TTFT includes too (a 55 KB prompt on a busy core); what is
                 left is the client's own delays plus the head's and first chunk's transit
+  TTFT error from the arrival = client TTFT − (sim first `token` write − sim `arrived`):
+                the same, counting also the time the request's bytes waited in the
+                simulator's socket for its busy event loop (its queue) as the server's, as
+                any real server's TTFT does; what is left is the client's own delays and
+                the loopback transit of the request and the first chunk
   ITL truth   = gap between consecutive sim `token` writes
   ITL error   = client gap between the same two chunks − ITL truth
 
 The client's times are seconds from its run start, the simulator's are Unix ns. To put
 both on one clock (for the arrival rate at the server and for the CPU window) the offset
-is estimated as min over requests of (sim head − client sent; sim received where a log has
-no head): the smallest one-way delay, which on loopback is tens of microseconds.
+is estimated as min over requests of (sim arrived − client sent; sim head, then sim
+received where a log has no such event): the smallest one-way delay, which on loopback is tens of microseconds.
 
 Percentiles: linear interpolation between closest ranks (numpy's default), the same
 method as tracebench's own reports (src/metrics/distribution.rs).
@@ -59,26 +65,29 @@ def read_requests(path):
 
 def read_chunk_log(path):
     """Per client request id (else the simulator's response id): (received_ns, [token
-    write ns in order], head_ns or None for logs from before the `head` event)."""
+    write ns in order], head_ns, arrived_ns); the last two None for logs from before the
+    `head` and `arrived` events."""
     by_id = {}
     with open(path) as f:
         for line in f:
             event = json.loads(line)
             # Clients without an `x-request-id` (most peers) are keyed by the simulator's id.
             key = event.get("client_request_id") or event.get("request_id")
-            entry = by_id.setdefault(key, [None, [], None])
+            entry = by_id.setdefault(key, [None, [], None, None])
             if event["event"] == "received":
                 entry[0] = event["unix_ns"]
             elif event["event"] == "token":
                 entry[1].append((event["token_index"], event["unix_ns"]))
             elif event["event"] == "head":
                 entry[2] = event["unix_ns"]
-    return {k: (v[0], [ns for _, ns in sorted(v[1])], v[2]) for k, v in by_id.items()}
+            elif event["event"] == "arrived":
+                entry[3] = event["unix_ns"]
+    return {k: (v[0], [ns for _, ns in sorted(v[1])], v[2], v[3]) for k, v in by_id.items()}
 
 
 def arrival_ns(entry):
-    """The earliest logged arrival of a request: its head, else its `received`."""
-    return entry[2] if entry[2] is not None else entry[0]
+    """The earliest logged arrival of a request: `arrived`, else `head`, else `received`."""
+    return next((ns for ns in (entry[3], entry[2], entry[0]) if ns is not None), None)
 
 
 def clock_offset_s(requests, sim):
@@ -104,12 +113,14 @@ def join(requests, sim, offset=None):
     offset also the upload (client send → sim received) and the delivery of the first
     token (sim write → client read), ms."""
     out = {"ttft": [], "ttft_truth": [], "ttft_err": [], "ttft_err_head": [], "body_read": [],
+           "ttft_err_arrived": [], "sim_queue": [], "upload_socket": [],
            "itl": [], "itl_truth": [], "itl_err": [], "upload": [], "delivery": [],
            "unmatched": 0, "token_count_mismatch": 0}
     for r in requests:
         if r["outcome"] != "ok" or r.get("first_token_s") is None:
             continue
-        received, tokens, head = sim.get(f"tracebench-{r['index']}", (None, [], None))
+        received, tokens, head, arrived = sim.get(f"tracebench-{r['index']}",
+                                                  (None, [], None, None))
         if received is None or not tokens:
             out["unmatched"] += 1
             continue
@@ -121,6 +132,12 @@ def join(requests, sim, offset=None):
         if head is not None:
             out["ttft_err_head"].append(measured - (tokens[0] - head) / 1e6)
             out["body_read"].append((received - head) / 1e6)
+        if arrived is not None:
+            out["ttft_err_arrived"].append(measured - (tokens[0] - arrived) / 1e6)
+            if head is not None:
+                out["sim_queue"].append((head - arrived) / 1e6)
+            if offset is not None:
+                out["upload_socket"].append((arrived / 1e9 - offset - r["sent_s"]) * 1e3)
         if offset is not None:
             out["upload"].append((received / 1e9 - offset - r["sent_s"]) * 1e3)
             out["delivery"].append((r["first_token_s"] - (tokens[0] / 1e9 - offset)) * 1e3)
@@ -158,6 +175,9 @@ def accuracy(requests_path, chunk_log_path):
         "ttft_abs_err_ms": summary([abs(e) for e in joined["ttft_err"]]),
         "ttft_err_head_ms": summary(joined["ttft_err_head"]),
         "body_read_ms": summary(joined["body_read"]),
+        "ttft_err_arrived_ms": summary(joined["ttft_err_arrived"]),
+        "sim_queue_ms": summary(joined["sim_queue"]),
+        "upload_socket_ms": summary(joined["upload_socket"]),
         "itl_ms": summary(joined["itl"]),
         "itl_truth_ms": summary(joined["itl_truth"]),
         "itl_err_ms": summary(joined["itl_err"]),

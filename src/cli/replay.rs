@@ -21,8 +21,8 @@ use super::prompts::PromptArgs;
 use super::sim::SimReplayArgs;
 use super::trace_input::{PreparedTrace, TraceInputArgs};
 use crate::client::{
-    Api, ApiKey, Client, ClientConfig, ClientError, ConnectionCounts, DEFAULT_MAX_EVENT_BYTES,
-    Endpoint, HttpClient, PromptBody,
+    Api, ApiKey, ChunkClock, Client, ClientConfig, ClientError, ConnectionCounts,
+    DEFAULT_MAX_EVENT_BYTES, Endpoint, HttpClient, PromptBody,
 };
 use crate::metrics::Summary;
 use crate::prompt::Tokenizer;
@@ -134,6 +134,13 @@ pub struct TargetArgs {
     /// used for https, proxies and credentials in the URL).
     #[arg(long, value_enum, value_name = "CLIENT", default_value = "direct")]
     pub http_client: HttpClient,
+
+    /// Clock for the streamed chunks (TTFT, ITL, end-to-end): kernel (when the kernel
+    /// received the bytes, `SO_TIMESTAMPNS`: the client's own lag in reading them is not
+    /// counted; direct transport only, the read time otherwise) or read (when the client
+    /// read them).
+    #[arg(long, value_enum, value_name = "CLOCK", default_value = "kernel")]
+    pub chunk_clock: ChunkClock,
 }
 
 /// When requests are sent.
@@ -434,6 +441,10 @@ fn record_connections(dir: &Path, run: &mut RunInfo, client: &Client, before: Co
         connections.opened_on_send
     );
     run.connections = Some(connections);
+    if let Some(config) = run.config.as_object_mut() {
+        let used = serde_json::to_value(client.chunk_clock_used()).unwrap_or_default();
+        config.insert("chunk_clock_used".to_string(), used);
+    }
     if let Err(err) = output::rewrite_run_info(dir, run) {
         tracing::warn!("run.json keeps no connection counts: {err}");
     }
@@ -527,6 +538,7 @@ async fn build_client(target: &TargetArgs, base_url: &str) -> anyhow::Result<Cli
         total_timeout: opt_limit_secs("--timeout", target.timeout)?,
         max_event_bytes: target.max_event_bytes,
         http_client: target.http_client,
+        chunk_clock: target.chunk_clock,
     };
     if target.model.is_none() {
         let client = Client::new(config.clone())?;
@@ -730,6 +742,10 @@ fn run_info(
                 true => HttpClient::Direct,
                 false => HttpClient::Reqwest,
             },
+            "chunk_clock": target.chunk_clock,
+            // Rewritten at the end of the run (`record_connections`), when every
+            // connection is known.
+            "chunk_clock_used": client.chunk_clock_used(),
             "warm_connections": load.warm_connections,
             "grace_s": load.grace,
             "client_threads": load

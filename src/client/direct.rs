@@ -12,8 +12,8 @@
 //! environment go through reqwest instead (see [`Pool::for_endpoint`]).
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, OnceCell};
 use tokio_util::sync::CancellationToken;
 
+use super::arrival::{Arrivals, StampedStream};
 use super::http::REQUEST_ID_HEADER;
 use crate::replay::{Outcome, TimeoutKind};
 
@@ -52,8 +53,27 @@ const SEND_ATTEMPTS: usize = 4;
 /// Environment variables that make reqwest use a proxy for plain http.
 const PROXY_VARS: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
 
-/// One owned connection's sending half.
-type Sender = SendRequest<Full<Bytes>>;
+/// One owned connection: its sending half and the receive stamps of its reads.
+#[derive(Debug)]
+pub struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    arrivals: Arc<Arrivals>,
+}
+
+impl Conn {
+    /// The kernel's receive stamps of this connection's reads (none when off).
+    pub fn arrivals(&self) -> &Arrivals {
+        &self.arrivals
+    }
+
+    fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.sender.is_ready()
+    }
+}
 
 /// Connections opened, by whom.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +94,11 @@ pub struct Pool {
     probe_path: Uri,
     headers: HeaderMap,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<Conn>>,
+    /// Whether reads are stamped by the kernel (`--chunk-clock kernel`).
+    stamp_reads: bool,
+    /// A connection's socket refused the kernel's receive stamps.
+    unstamped: AtomicBool,
     taken: Notify,
     opened_ahead: AtomicUsize,
     opened_on_send: AtomicUsize,
@@ -95,6 +119,7 @@ impl Pool {
         probe: &reqwest::Url,
         headers: &HeaderMap,
         connect_timeout: Duration,
+        stamp_reads: bool,
     ) -> Option<Self> {
         let plain = url.scheme() == "http" && url.username().is_empty() && url.password().is_none();
         let proxied = PROXY_VARS
@@ -132,6 +157,8 @@ impl Pool {
             headers: all,
             connect_timeout,
             idle: Mutex::new(Vec::new()),
+            stamp_reads,
+            unstamped: AtomicBool::new(false),
             taken: Notify::new(),
             opened_ahead: AtomicUsize::new(0),
             opened_on_send: AtomicUsize::new(0),
@@ -147,10 +174,15 @@ impl Pool {
         }
     }
 
+    /// Whether every connection so far has its reads stamped by the kernel.
+    pub fn stamps_reads(&self) -> bool {
+        self.stamp_reads && !self.unstamped.load(Ordering::Relaxed)
+    }
+
     /// Idle connections that are still open.
     pub fn idle_open(&self) -> usize {
         let mut idle = self.lock_idle();
-        idle.retain(|sender| !sender.is_closed());
+        idle.retain(|conn| !conn.is_closed());
         idle.len()
     }
 
@@ -170,10 +202,10 @@ impl Pool {
             let mut failure = None;
             for result in futures::future::join_all(batch).await {
                 match result {
-                    Ok(sender) => {
+                    Ok(conn) => {
                         opened += 1;
                         self.opened_ahead.fetch_add(1, Ordering::Relaxed);
-                        self.give_back(sender);
+                        self.give_back(conn);
                     }
                     Err(error) => failure = Some(error),
                 }
@@ -211,18 +243,18 @@ impl Pool {
     pub async fn send(
         &self,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Sender), SendFailure> {
+    ) -> Result<(Response<Incoming>, Conn), SendFailure> {
         for _ in 0..SEND_ATTEMPTS {
-            let mut sender = match self.take_idle() {
-                Some(sender) => sender,
+            let mut conn = match self.take_idle() {
+                Some(conn) => conn,
                 None => {
-                    let sender = self.connect().await?;
+                    let conn = self.connect().await?;
                     self.opened_on_send.fetch_add(1, Ordering::Relaxed);
-                    sender
+                    conn
                 }
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, sender)),
+            match conn.sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, conn)),
                 Err(mut refused) => match refused.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err((Outcome::Connect, error_chain(refused.error()))),
@@ -234,9 +266,9 @@ impl Pool {
     }
 
     /// Returns a connection whose response body was read to its end.
-    pub fn give_back(&self, sender: Sender) {
-        if !sender.is_closed() {
-            self.lock_idle().push(sender);
+    pub fn give_back(&self, conn: Conn) {
+        if !conn.is_closed() {
+            self.lock_idle().push(conn);
         }
     }
 
@@ -255,19 +287,19 @@ impl Pool {
 
     /// The most recently returned connection that is ready for a request; closed ones met
     /// on the way are dropped.
-    fn take_idle(&self) -> Option<Sender> {
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.lock_idle();
-        while let Some(at) = idle.iter().rposition(|s| s.is_ready() || s.is_closed()) {
-            let sender = idle.swap_remove(at);
-            if !sender.is_closed() {
+        while let Some(at) = idle.iter().rposition(|c| c.is_ready() || c.is_closed()) {
+            let conn = idle.swap_remove(at);
+            if !conn.is_closed() {
                 self.taken.notify_one();
-                return Some(sender);
+                return Some(conn);
             }
         }
         None
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Sender>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -277,8 +309,9 @@ impl Pool {
     /// that it is known to be served: a server with a thread per connection (llama.cpp's)
     /// may accept more connections than it has threads and leave the rest unread, and a
     /// request sent on one of those would wait for a thread to free up.
-    async fn connect_served(&self) -> Result<Sender, SendFailure> {
-        let mut sender = self.connect().await?;
+    async fn connect_served(&self) -> Result<Conn, SendFailure> {
+        let mut conn = self.connect().await?;
+        let sender = &mut conn.sender;
         let mut probe = Request::new(Full::new(Bytes::new()));
         *probe.uri_mut() = self.probe_path.clone();
         *probe.headers_mut() = self.headers.clone();
@@ -296,7 +329,7 @@ impl Pool {
             sender.ready().await.ok()
         };
         match tokio::time::timeout(PROBE_TIMEOUT, answered).await {
-            Ok(Some(())) => Ok(sender),
+            Ok(Some(())) => Ok(conn),
             _ => {
                 let text = format!(
                     "{}:{} did not answer GET {} on a new connection and keep it open",
@@ -308,7 +341,7 @@ impl Pool {
     }
 
     /// Opens one connection (bounded by the connect timeout) and starts its task.
-    async fn connect(&self) -> Result<Sender, SendFailure> {
+    async fn connect(&self) -> Result<Conn, SendFailure> {
         let addrs = self.addrs().await?;
         let stream = tokio::time::timeout(self.connect_timeout, connect_any(addrs)).await;
         let stream = match stream {
@@ -325,6 +358,14 @@ impl Pool {
             })?,
         };
         let _ = stream.set_nodelay(true);
+        let stream = match self.stamp_reads {
+            true => StampedStream::new(stream),
+            false => StampedStream::plain(stream),
+        };
+        if self.stamp_reads && !stream.is_stamping() {
+            self.unstamped.store(true, Ordering::Relaxed);
+        }
+        let arrivals = stream.arrivals();
 
         let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await;
         let (sender, connection) = handshake.map_err(|e| (Outcome::Connect, error_chain(&e)))?;
@@ -333,7 +374,7 @@ impl Pool {
                 tracing::trace!("connection ended: {error}");
             }
         });
-        Ok(sender)
+        Ok(Conn { sender, arrivals })
     }
 
     /// The server's addresses, looked up once.

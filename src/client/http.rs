@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
+use super::arrival::Arrivals;
 use super::direct::{ConnectionCounts, Pool, error_chain, next_data};
 use super::stream::{Flow, OutputHook, StreamResult, StreamTimer};
 use crate::replay::{Outcome, TimeoutKind};
@@ -73,6 +74,19 @@ pub enum HttpClient {
     Direct,
     /// reqwest for every request (connections opened when a request finds none idle).
     Reqwest,
+}
+
+/// Which clock times the streamed chunks (TTFT, ITL, the end of the stream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkClock {
+    /// When the kernel received the chunk's bytes (`SO_TIMESTAMPNS`), so that the client's
+    /// own lag in reading them is not counted; the read time where that is not available
+    /// (reqwest, a socket refusing the option).
+    #[default]
+    Kernel,
+    /// When the client read the chunk.
+    Read,
 }
 
 /// Which OpenAI endpoint requests go to.
@@ -212,6 +226,8 @@ pub struct ClientConfig {
     pub max_event_bytes: usize,
     /// Which HTTP stack carries the streaming requests.
     pub http_client: HttpClient,
+    /// Which clock times the streamed chunks.
+    pub chunk_clock: ChunkClock,
 }
 
 /// The pooled client.
@@ -255,9 +271,10 @@ impl Client {
             HttpClient::Direct => {
                 let probe = reqwest::Url::parse(&config.endpoint.api("models"));
                 let timeout = config.connect_timeout;
-                let pool = probe
-                    .ok()
-                    .and_then(|probe| Pool::for_endpoint(&stream_url, &probe, &headers, timeout));
+                let stamp = config.chunk_clock == ChunkClock::Kernel;
+                let pool = probe.ok().and_then(|probe| {
+                    Pool::for_endpoint(&stream_url, &probe, &headers, timeout, stamp)
+                });
                 pool.map(Arc::new)
             }
             HttpClient::Reqwest => None,
@@ -287,6 +304,15 @@ impl Client {
     /// Whether streaming requests go over the client's own connections.
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// The clock that timed the chunks so far: the kernel's only on the direct transport,
+    /// with every connection's socket stamping its reads.
+    pub fn chunk_clock_used(&self) -> ChunkClock {
+        match &self.direct {
+            Some(pool) if pool.stamps_reads() => ChunkClock::Kernel,
+            _ => ChunkClock::Read,
+        }
     }
 
     /// Connections the direct transport opened so far (zero with reqwest).
@@ -443,6 +469,7 @@ impl Client {
 
         let response = response_head(pool.send(request), &deadlines, cancel).await;
         let mut reusable = None;
+        let mut ended = None;
         match response {
             Err((outcome, error)) => timer.set_failure(outcome, error),
             Ok((response, _)) if !response.status().is_success() => {
@@ -450,18 +477,26 @@ impl Client {
                 let (outcome, error) = http_failure(status, response.into_body()).await;
                 timer.set_failure(outcome, error);
             }
-            Ok((response, sender)) => {
-                let mut body = response.into_body();
+            Ok((response, conn)) => {
+                let mut body = StampedBody {
+                    body: response.into_body(),
+                    arrivals: conn.arrivals(),
+                    floor: sent,
+                };
                 let read = read_body(&mut body, &mut timer, &deadlines, cancel).await;
-                reusable = (read != BodyEnd::Failed).then_some((read, body, sender));
+                if read != BodyEnd::Failed {
+                    ended = Some(body.arrivals.arrived(Instant::now()).max(body.floor));
+                }
+                let body = body.body;
+                reusable = (read != BodyEnd::Failed).then_some((read, body, conn));
             }
         }
 
-        let end = Instant::now();
-        if let Some((read, mut body, sender)) = reusable
+        let end = ended.unwrap_or_else(Instant::now);
+        if let Some((read, mut body, conn)) = reusable
             && (read == BodyEnd::Ended || drain(&mut body).await)
         {
-            pool.give_back(sender);
+            pool.give_back(conn);
         }
         Exchange {
             sent,
@@ -608,19 +643,42 @@ async fn response_head<R>(
 
 /// A response body read chunk by chunk: reqwest's, or hyper's on the direct transport.
 trait ChunkSource {
-    /// The next chunk of the body, `None` at its end, or why it broke off.
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String>;
+    /// The next chunk of the body and when it arrived, `None` at its end, or why it broke
+    /// off.
+    async fn next_chunk(&mut self) -> Result<Option<(Bytes, Instant)>, String>;
 }
 
 impl ChunkSource for reqwest::Response {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
-        self.chunk().await.map_err(|e| error_chain(&e))
+    async fn next_chunk(&mut self) -> Result<Option<(Bytes, Instant)>, String> {
+        let chunk = self.chunk().await.map_err(|e| error_chain(&e))?;
+        Ok(chunk.map(|bytes| (bytes, Instant::now())))
     }
 }
 
 impl ChunkSource for hyper::body::Incoming {
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>, String> {
-        next_data(self).await
+    async fn next_chunk(&mut self) -> Result<Option<(Bytes, Instant)>, String> {
+        let chunk = next_data(self).await?;
+        Ok(chunk.map(|bytes| (bytes, Instant::now())))
+    }
+}
+
+/// A body on one of the client's own connections, whose chunks are timed by the kernel's
+/// receive stamp of the connection's last read when there is one.
+struct StampedBody<'a> {
+    body: hyper::body::Incoming,
+    arrivals: &'a Arrivals,
+    /// No chunk arrived before the request was sent or before the chunk ahead of it.
+    floor: Instant,
+}
+
+impl ChunkSource for StampedBody<'_> {
+    async fn next_chunk(&mut self) -> Result<Option<(Bytes, Instant)>, String> {
+        let Some(bytes) = next_data(&mut self.body).await? else {
+            return Ok(None);
+        };
+        let at = self.arrivals.arrived(Instant::now()).max(self.floor);
+        self.floor = at;
+        Ok(Some((bytes, at)))
     }
 }
 
@@ -670,8 +728,8 @@ async fn read_body(
                 return BodyEnd::Failed;
             }
             Ok(None) => return BodyEnd::Ended,
-            Ok(Some(bytes)) => {
-                if timer.on_bytes(&bytes, Instant::now()) == Flow::Stop {
+            Ok(Some((bytes, at))) => {
+                if timer.on_bytes(&bytes, at) == Flow::Stop {
                     return BodyEnd::Stopped;
                 }
             }
@@ -724,7 +782,7 @@ async fn http_failure(status: u16, mut body: impl ChunkSource) -> (Outcome, Stri
     let deadline = Instant::now() + ERROR_BODY_TIMEOUT;
     while excerpt.len() < ERROR_BODY_BYTES {
         match timeout_at(deadline, body.next_chunk()).await {
-            Ok(Ok(Some(bytes))) => excerpt.extend_from_slice(&bytes),
+            Ok(Ok(Some((bytes, _)))) => excerpt.extend_from_slice(&bytes),
             _ => break,
         }
     }
@@ -807,6 +865,7 @@ mod tests {
             total_timeout: None,
             max_event_bytes: 1024,
             http_client: HttpClient::Direct,
+            chunk_clock: ChunkClock::Kernel,
         }
     }
 

@@ -6,6 +6,7 @@
 //! reqwest's pool; [`direct`] the client's own keep-alive connections. Only [`http`] and
 //! [`direct`] touch the network.
 
+pub mod arrival;
 pub mod chunk;
 pub mod direct;
 pub mod http;
@@ -14,7 +15,8 @@ pub mod stream;
 
 pub use direct::ConnectionCounts;
 pub use http::{
-    Api, ApiKey, Client, ClientConfig, ClientError, Endpoint, Exchange, HttpClient, PromptBody, Tag,
+    Api, ApiKey, ChunkClock, Client, ClientConfig, ClientError, Endpoint, Exchange, HttpClient,
+    PromptBody, Tag,
 };
 pub use sse::{DEFAULT_MAX_EVENT_BYTES, SseError, SseEvent, SseReader};
 pub use stream::{Flow, OutputHook, StreamResult, StreamTimer};

@@ -11,6 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// What a logged moment was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkKind {
+    /// The request's first bytes reached the simulator's socket: the kernel's receive
+    /// stamp, before the simulator's event loop got to them (absent where the socket gives
+    /// no stamps).
+    Arrived,
     /// The request's head was read, before its body (the moment a client's upload of the
     /// body starts to count as the server's time).
     Head,
@@ -31,6 +35,7 @@ impl ChunkKind {
     /// The name written to the JSONL log.
     pub fn name(self) -> &'static str {
         match self {
+            ChunkKind::Arrived => "arrived",
             ChunkKind::Head => "head",
             ChunkKind::Received => "received",
             ChunkKind::Role => "role",

@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+
+use crate::client::arrival::StampedStream;
+use server::ConnArrivals;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
@@ -62,7 +65,9 @@ pub async fn serve_state(
         shutdown.await;
         notify.notify_one();
     };
-    let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal);
+    let service = app(state.clone()).into_make_service_with_connect_info::<ConnArrivals>();
+    let server = axum::serve(StampingListener::new(listener), service);
+    let server = server.with_graceful_shutdown(signal);
     let grace = async {
         stopping.notified().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -74,6 +79,42 @@ pub async fn serve_state(
     };
     state.flush_chunk_log()?;
     result
+}
+
+/// The simulator's listener: every accepted connection's reads carry the kernel's receive
+/// stamp, so that the chunk log can say when a request's bytes reached the socket, before
+/// the simulator's one event loop got to them.
+struct StampingListener(TcpListener);
+
+impl StampingListener {
+    /// Turns the stamps on for the listening socket too: its connections inherit them, so
+    /// that bytes that arrive before the simulator accepts the connection are stamped.
+    fn new(listener: TcpListener) -> Self {
+        crate::client::arrival::stamp_reads(&listener);
+        Self(listener)
+    }
+}
+
+impl axum::serve::Listener for StampingListener {
+    type Io = StampedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        (StampedStream::new(stream), addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        axum::serve::Listener::local_addr(&self.0)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StampingListener>>
+    for ConnArrivals
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StampingListener>) -> Self {
+        ConnArrivals(stream.io().arrivals())
+    }
 }
 
 /// A simulator running in the background on a loopback port.
@@ -121,7 +162,8 @@ impl Drop for SimHandle {
 /// dropped SYNs are retried 1 s and 3 s later, and that wait shows up as TTFT.
 pub const LISTEN_BACKLOG: u32 = 65_535;
 
-/// Binds a listener on `addr` with [`LISTEN_BACKLOG`]. Needs a tokio runtime.
+/// Binds a listener on `addr` with [`LISTEN_BACKLOG`], its connections' reads stamped by
+/// the kernel. Needs a tokio runtime.
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -129,7 +171,11 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    let listener = socket.listen(LISTEN_BACKLOG)?;
+    // Here already, not only when serving starts: a connection accepted by the kernel
+    // before then has its first bytes stamped too.
+    crate::client::arrival::stamp_reads(&listener);
+    Ok(listener)
 }
 
 /// Starts a simulator on `127.0.0.1:0` on the current tokio runtime. Dropping the handle

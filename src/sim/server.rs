@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use super::faults::{self, FaultKind};
 use super::metrics::SimMetrics;
 use super::sse::{self, ChunkHeader, Endpoint};
 use super::stream::{Job, RunningGuard, SseStream, TokenSource, collect};
+use crate::client::arrival::Arrivals;
 use crate::prompt::Tokenizer;
 
 /// Token texts tried, in order, for the one every chunk carries: the first that encodes as
@@ -157,15 +158,42 @@ pub fn app(state: SimState) -> Router {
         .with_state(state)
 }
 
-/// When a request's head was read, in Unix ns: stamped before any handler reads the body.
+/// When a request's head was read, in Unix ns: stamped before any handler reads the body;
+/// and when its first bytes reached the socket, by the kernel's stamp, where known.
 #[derive(Debug, Clone, Copy)]
-struct HeadRead(u64);
+struct HeadRead {
+    read_unix_ns: u64,
+    arrived_unix_ns: Option<u64>,
+}
 
-/// Stamps [`HeadRead`] on every request as it comes in.
+/// The receive stamps of the connection a request came on (see `sim::serve_state`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnArrivals(pub(crate) Arc<Arrivals>);
+
+/// Stamps [`HeadRead`] on every request as it comes in. The connection's stamps are taken
+/// again once the handler has returned, so that the reads of this request's body do not
+/// count as the next request's arrival (clients send the next request on a connection only
+/// after this one's response).
 async fn stamp_head(mut request: Request, next: Next) -> Response {
-    let now = super::chunk_log::unix_ns_now();
-    request.extensions_mut().insert(HeadRead(now));
-    next.run(request).await
+    let read_unix_ns = super::chunk_log::unix_ns_now();
+    let conn = request
+        .extensions()
+        .get::<ConnectInfo<ConnArrivals>>()
+        .map(|info| info.0.0.clone());
+    let arrived_unix_ns = conn
+        .as_ref()
+        .and_then(|arrivals| arrivals.take_first())
+        .map(|stamp| stamp.min(read_unix_ns));
+    request.extensions_mut().insert(HeadRead {
+        read_unix_ns,
+        arrived_unix_ns,
+    });
+
+    let response = next.run(request).await;
+    if let Some(arrivals) = conn {
+        arrivals.take_first();
+    }
+    response
 }
 
 /// An OpenAI-shaped error response.
@@ -267,7 +295,10 @@ async fn generate(
     }
 
     let job = new_job(&state, headers, endpoint, n, &request, prompt_tokens, fault);
-    job.log_at(ChunkKind::Head, 0, head.0);
+    if let Some(arrived) = head.arrived_unix_ns {
+        job.log_at(ChunkKind::Arrived, 0, arrived);
+    }
+    job.log_at(ChunkKind::Head, 0, head.read_unix_ns);
     job.log_at(ChunkKind::Received, 0, arrived_unix_ns);
     let source = start_source(&state, arrived, tokens, request.max_tokens);
     if request.stream {

@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracebench::client::{
-    Api, ApiKey, Client, ClientConfig, ConnectionCounts, Endpoint, HttpClient, PromptBody,
+    Api, ApiKey, ChunkClock, Client, ClientConfig, ConnectionCounts, Endpoint, HttpClient,
+    PromptBody,
 };
 use tracebench::replay::Outcome;
 use tracebench::schedule::SessionMode;
@@ -105,6 +106,71 @@ async fn reqwest_is_used_where_direct_cannot_go() {
     );
 }
 
+/// TTFT of one 4-token exchange on a one-thread client whose thread is blocked from 20 to
+/// 170 ms after the send, across the simulator's first token at 50 ms.
+fn ttft_with_a_stalled_client(base_url: String, model: String, clock: ChunkClock) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    runtime.block_on(async move {
+        let config = ClientConfig {
+            model,
+            chunk_clock: clock,
+            ..client_config_for(&base_url)
+        };
+        let client = Client::new(config).unwrap_or_else(|e| panic!("{e}"));
+        client.open_connections(1).await;
+        let body = client.body(&PromptBody::Text("hello".into()), 4);
+
+        let stall = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::thread::sleep(Duration::from_millis(150));
+        });
+        let exchange = client.stream(&body, &CancellationToken::new()).await;
+        stall.await.unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(exchange.result.outcome, Outcome::Ok);
+        assert_eq!(client.chunk_clock_used(), clock);
+        let first = exchange.result.chunk_times[0];
+        assert!(exchange.end >= *exchange.result.chunk_times.last().unwrap_or(&first));
+        first - exchange.sent
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_clock_leaves_out_the_clients_own_lag() {
+    let config = SimConfig {
+        timing: TimingMode::Fixed,
+        ttft: Duration::from_millis(50),
+        itl: Duration::from_millis(2),
+        tokenizer: None,
+        ..SimConfig::default()
+    };
+    let sim = sim::spawn(config).unwrap_or_else(|e| panic!("{e}"));
+    let (url, model) = (sim.base_url(), sim.state().config().model_id.clone());
+
+    let ttft = |clock| {
+        let (url, model) = (url.clone(), model.clone());
+        std::thread::spawn(move || ttft_with_a_stalled_client(url, model, clock))
+    };
+    let kernel = ttft(ChunkClock::Kernel).join();
+    let read = ttft(ChunkClock::Read).join();
+    let kernel = kernel.unwrap_or_else(|_| panic!("kernel-clock client panicked"));
+    let read = read.unwrap_or_else(|_| panic!("read-clock client panicked"));
+
+    // The first token reached the socket at ~50 ms (+ 3 more 2 ms apart, read together
+    // with it), and was read when the thread came back at ~170 ms.
+    assert!(
+        kernel >= Duration::from_millis(49) && kernel < Duration::from_millis(110),
+        "kernel clock: TTFT {kernel:?}"
+    );
+    assert!(
+        read >= Duration::from_millis(160),
+        "read clock: TTFT {read:?}"
+    );
+}
+
 fn client_config_for(url: &str) -> ClientConfig {
     ClientConfig {
         endpoint: Endpoint::parse(url).unwrap_or_else(|e| panic!("{e}")),
@@ -118,6 +184,7 @@ fn client_config_for(url: &str) -> ClientConfig {
         total_timeout: Some(Duration::from_secs(20)),
         max_event_bytes: 1 << 20,
         http_client: HttpClient::Direct,
+        chunk_clock: ChunkClock::Kernel,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracebench::cli::trace_input::TraceInputArgs;
-use tracebench::client::{Api, ApiKey, Client, ClientConfig, Endpoint, HttpClient};
+use tracebench::client::{Api, ApiKey, ChunkClock, Client, ClientConfig, Endpoint, HttpClient};
 use tracebench::replay::prompts::FillerPrompts;
 use tracebench::replay::{
     DispatchInput, DispatchOptions, Outcome, Pacer, RequestRecord, RunSetup, execute, execute_on,
@@ -41,6 +41,7 @@ fn client(url: &str) -> Client {
         total_timeout: Some(Duration::from_secs(20)),
         max_event_bytes: 1 << 20,
         http_client: HttpClient::Direct,
+        chunk_clock: ChunkClock::Kernel,
     };
     Client::new(config).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -539,7 +540,7 @@ mod sessions_live {
     use tracebench::cli::trace_input::TraceInputArgs;
     use tracebench::client::PromptBody;
     use tracebench::client::{
-        Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, HttpClient, Tag,
+        Api, ApiKey, ChunkClock, Client, ClientConfig, Endpoint, Exchange, HttpClient, Tag,
     };
     use tracebench::prompt::{PromptBuilder, PromptMode, load_tokenizer};
     use tracebench::replay::prompts::BuilderPrompts;
@@ -649,6 +650,7 @@ mod sessions_live {
             total_timeout: Some(Duration::from_secs(20)),
             max_event_bytes: 1 << 20,
             http_client: HttpClient::Direct,
+            chunk_clock: ChunkClock::Kernel,
         };
         Client::new(config).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -102,11 +102,15 @@ async fn streamed_generate_has_sglang_shapes_schedule_and_chunk_log() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 9, "head, received, 6 tokens, done");
+    assert_eq!(lines.len(), 10, "arrived, head, received, 6 tokens, done");
     assert!(lines.iter().all(|l| l["client_request_id"] == "sgl-7"));
-    assert_eq!(lines[0]["event"], "head");
-    assert_eq!(lines[1]["event"], "received");
-    assert!(lines[0]["unix_ns"].as_u64() <= lines[1]["unix_ns"].as_u64());
+    let events: Vec<&str> = lines[..3]
+        .iter()
+        .map(|l| l["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["arrived", "head", "received"]);
+    let at = |i: usize| lines[i]["unix_ns"].as_u64().unwrap();
+    assert!(at(0) <= at(1) && at(1) <= at(2));
     let token_indexes: Vec<u64> = lines
         .iter()
         .filter(|l| l["event"] == "token")

@@ -278,6 +278,86 @@ async fn chunk_log_head_is_stamped_before_a_slow_body_arrives() {
     assert!(body_wait < Duration::from_secs(5), "{body_wait:?}");
 }
 
+/// Reads a chunked response from `socket` up to its last chunk.
+async fn read_chunked_response(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !response.ends_with(b"0\r\n\r\n") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn chunk_log_arrived_is_when_the_bytes_reached_a_busy_simulator() {
+    use std::io::Write;
+    use tokio::io::AsyncWriteExt;
+
+    // The request is written while the simulator's (this test's) only thread is blocked
+    // for 150 ms: `arrived` is the kernel's receive stamp, `head` when the simulator read
+    // it. A second request on the same keep-alive connection gets its own `arrived`, not
+    // a stamp left over from the first request's reads.
+    let config = SimConfig {
+        record_chunks: true,
+        ..quick_config()
+    };
+    let sim = start(config);
+    let addr = sim.addr();
+    let request = |id: &str| {
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+            "stream": true})
+        .to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\n\
+             content-type: application/json\r\nx-request-id: {id}\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut blocking = std::net::TcpStream::connect(addr).unwrap();
+    blocking.write_all(request("busy-1").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    blocking.set_nonblocking(true).unwrap();
+    let mut socket = tokio::net::TcpStream::from_std(blocking).unwrap();
+    let first = read_chunked_response(&mut socket).await;
+    assert!(first.contains("[DONE]"), "{first}");
+
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    socket
+        .write_all(request("busy-2").as_bytes())
+        .await
+        .unwrap();
+    let second = read_chunked_response(&mut socket).await;
+    assert!(second.contains("[DONE]"), "{second}");
+
+    let records = sim.state().chunk_records();
+    let at = |id: &str, kind: ChunkKind| {
+        records
+            .iter()
+            .find(|r| r.kind == kind && r.client_request_id.as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("no {kind:?} record of {id}"))
+            .unix_ns
+    };
+    let waited = at("busy-1", ChunkKind::Head) - at("busy-1", ChunkKind::Arrived);
+    assert!(
+        Duration::from_nanos(waited) >= Duration::from_millis(140),
+        "the bytes waited for the blocked simulator: {waited} ns"
+    );
+    let arrived = at("busy-2", ChunkKind::Arrived);
+    assert!(
+        arrived >= at("busy-1", ChunkKind::Done) + 50_000_000,
+        "the second request's own arrival, 60 ms after the first ended"
+    );
+    assert!(arrived <= at("busy-2", ChunkKind::Head));
+}
+
 #[tokio::test]
 async fn chunk_log_file_is_appended_to_not_replaced() {
     let dir = tempfile::tempdir().unwrap();

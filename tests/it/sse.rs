@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracebench::client::{
-    Api, ApiKey, Client, ClientConfig, Endpoint, Exchange, HttpClient, PromptBody, StreamTimer,
+    Api, ApiKey, ChunkClock, Client, ClientConfig, Endpoint, Exchange, HttpClient, PromptBody,
+    StreamTimer,
 };
 use tracebench::replay::{Outcome, TimeoutKind, TokenSource};
 
@@ -25,6 +26,7 @@ fn config(base_url: &str) -> ClientConfig {
         total_timeout: Some(Duration::from_secs(10)),
         max_event_bytes: 64 << 20,
         http_client: HttpClient::Direct,
+        chunk_clock: ChunkClock::Kernel,
     }
 }
 
