@@ -26,9 +26,11 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Most bytes one read asks for. The buffer must be zeroed before `recvmsg` (safe code
-/// cannot hand the kernel uninitialised memory), so a read does not ask for all of a large
-/// spare capacity.
+/// Most bytes one read asks for: the size of the stream's own read buffer. Safe code
+/// cannot hand the kernel uninitialised memory, and the caller's buffer usually is (hyper
+/// hands a fresh one to every read), so reads go into a buffer zeroed once and are copied
+/// out: a copy of the bytes read (a streamed chunk is a few hundred), where zeroing the
+/// caller's buffer would cost its whole size on every read.
 const READ_AT_MOST: usize = 32 * 1024;
 
 /// A stamp this far behind the clock at the time it is used is not trusted (a clock step,
@@ -45,8 +47,15 @@ pub struct Arrivals {
 }
 
 impl Arrivals {
-    /// Records one read's stamp.
-    fn record(&self, unix_ns: u64) {
+    /// Records that a read brought bytes, stamped or not: an unstamped read clears the
+    /// last stamp, so that its bytes are not timed by an earlier read's. (The kernel turns
+    /// stamping on for the whole machine a moment after the first socket asks for it, so the
+    /// very first segments of a process may come without.)
+    fn record(&self, stamp: Option<u64>) {
+        let Some(unix_ns) = stamp else {
+            self.last_unix_ns.store(0, Ordering::Relaxed);
+            return;
+        };
         self.last_unix_ns.store(unix_ns, Ordering::Relaxed);
         let _ =
             self.first_unix_ns
@@ -106,6 +115,8 @@ pub struct StampedStream {
     stamping: bool,
     /// Room for one control message, reused by every read.
     control: Vec<u8>,
+    /// Where reads land before they are copied out (allocated at the first read).
+    scratch: Vec<u8>,
 }
 
 impl StampedStream {
@@ -117,6 +128,7 @@ impl StampedStream {
             arrivals: Arc::default(),
             stamping,
             control: nix::cmsg_space!(TimeSpec),
+            scratch: Vec::new(),
         }
     }
 
@@ -127,6 +139,7 @@ impl StampedStream {
             arrivals: Arc::default(),
             stamping: false,
             control: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -186,7 +199,11 @@ impl AsyncRead for StampedStream {
             ready!(this.inner.poll_read_ready(cx))?;
 
             let fd = this.inner.as_raw_fd();
-            let into = buf.initialize_unfilled_to(buf.remaining().min(READ_AT_MOST));
+            if this.scratch.is_empty() {
+                this.scratch = vec![0; READ_AT_MOST];
+            }
+            let want = buf.remaining().min(READ_AT_MOST);
+            let into = &mut this.scratch[..want];
             let control = &mut this.control;
             let read = this
                 .inner
@@ -194,10 +211,10 @@ impl AsyncRead for StampedStream {
 
             match read {
                 Ok((bytes, stamp)) => {
-                    if let (true, Some(unix_ns)) = (bytes > 0, stamp) {
-                        this.arrivals.record(unix_ns);
+                    if bytes > 0 {
+                        this.arrivals.record(stamp);
                     }
-                    buf.advance(bytes);
+                    buf.put_slice(&this.scratch[..bytes]);
                     return Poll::Ready(Ok(()));
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -242,17 +259,31 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// A connected pair whose reading side gets stamps: the kernel turns stamping on a
+    /// moment after the first socket asks, so bytes go back and forth until one is stamped.
     async fn pair() -> (TcpStream, StampedStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (client.unwrap(), StampedStream::new(accepted.unwrap().0))
+        let (mut writer, mut reader) = (client.unwrap(), StampedStream::new(accepted.unwrap().0));
+        assert!(reader.is_stamping(), "loopback TCP takes SO_TIMESTAMPNS");
+
+        let mut byte = [0u8; 1];
+        for _ in 0..200 {
+            writer.write_all(b".").await.unwrap();
+            reader.read_exact(&mut byte).await.unwrap();
+            if reader.arrivals().last_unix_ns().is_some() {
+                reader.arrivals().take_first();
+                return (writer, reader);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no read was stamped within 1 s");
     }
 
     #[tokio::test]
     async fn a_read_is_stamped_when_its_bytes_arrived_not_when_they_were_read() {
         let (mut writer, mut reader) = pair().await;
-        assert!(reader.is_stamping(), "loopback TCP takes SO_TIMESTAMPNS");
         let arrivals = reader.arrivals();
 
         let before_write = unix_ns_now();
@@ -304,7 +335,7 @@ mod tests {
         let arrivals = Arrivals::default();
         let now = Instant::now();
         assert_eq!(arrivals.arrived(now), now);
-        arrivals.record(unix_ns_now() + 10_000_000_000);
+        arrivals.record(Some(unix_ns_now() + 10_000_000_000));
         assert_eq!(
             arrivals.arrived(now),
             now,
