@@ -107,6 +107,8 @@ class Sim:
         self.proc.send_signal(signal.SIGINT)
         _, _, rusage = _wait4(self.proc, 30)
         self.cpu_s = rusage.ru_utime + rusage.ru_stime
+        self.minor_faults = rusage.ru_minflt
+        self.max_rss_mib = rusage.ru_maxrss / 1024.0
         self.log.close()
 
     @property
@@ -114,14 +116,14 @@ class Sim:
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def proc_cpu_s(pid):
-    """utime + stime of pid in seconds, or None once it is gone."""
+def proc_counters(pid):
+    """(utime + stime in seconds, minor page faults) of pid, or None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S, int(fields[7])
 
 
 class Measured:
@@ -132,6 +134,7 @@ class Measured:
         self.wall_s = wall_s
         self.cpu_s = rusage.ru_utime + rusage.ru_stime
         self.max_rss_mib = rusage.ru_maxrss / 1024.0
+        self.minor_faults = rusage.ru_minflt
         self.samples = samples
         self.started_unix_s = started_unix_s
 
@@ -139,17 +142,28 @@ class Measured:
         """CPU seconds spent between two Unix instants, interpolated from the samples."""
         return cpu_at(self.samples, t1_unix) - cpu_at(self.samples, t0_unix)
 
+    def faults_between(self, t0_unix, t1_unix):
+        """Minor page faults between two Unix instants, interpolated from the samples."""
+        return value_at(self.samples, t1_unix, 2) - value_at(self.samples, t0_unix, 2)
+
 
 def cpu_at(samples, t):
     """Cumulative CPU at Unix time t, linear between the two nearest samples."""
+    return value_at(samples, t, 1)
+
+
+def value_at(samples, t, column):
+    """A cumulative counter of the samples (1: CPU s, 2: minor faults) at Unix time t,
+    linear between the two nearest samples."""
     if not samples:
         return 0.0
     if t <= samples[0][0]:
-        return samples[0][1]
-    for (ta, ca), (tb, cb) in zip(samples, samples[1:]):
-        if ta <= t <= tb:
-            return ca + (cb - ca) * (t - ta) / (tb - ta) if tb > ta else cb
-    return samples[-1][1]
+        return samples[0][column]
+    for a, b in zip(samples, samples[1:]):
+        if a[0] <= t <= b[0]:
+            ta, tb, va, vb = a[0], b[0], a[column], b[column]
+            return va + (vb - va) * (t - ta) / (tb - ta) if tb > ta else vb
+    return samples[-1][column]
 
 
 def run_measured(argv, stdout_path, stderr_path, env=None, timeout_s=1800):
@@ -184,7 +198,7 @@ def _wait4(proc, timeout_s):
 
 def _sample(pid, samples, done):
     while not done.is_set():
-        cpu = proc_cpu_s(pid)
-        if cpu is not None:
-            samples.append((time.time(), cpu))
+        counters = proc_counters(pid)
+        if counters is not None:
+            samples.append((time.time(), *counters))
         done.wait(SAMPLE_PERIOD_S)

@@ -15,7 +15,8 @@ Results and raw files go under --work (default /tmp/tracebench-bench). The metho
 machine and the results are in docs/PERFORMANCE.md.
 
 The release binary is taken from $TRACEBENCH_BIN, else
-$CARGO_TARGET_DIR/release/tracebench, else target/release/tracebench.
+$CARGO_TARGET_DIR/release/tracebench, else target/release/tracebench; the simulator's
+from $TRACEBENCH_SIM_BIN, else the same (to compare one client against two simulators).
 """
 
 import argparse
@@ -59,6 +60,11 @@ def binary():
     return str(path)
 
 
+def sim_binary():
+    """Path of the binary whose `sim` is the ground truth: $TRACEBENCH_SIM_BIN, else ours."""
+    return os.environ.get("TRACEBENCH_SIM_BIN") or binary()
+
+
 def replay_argv(base_url, rate, mode, out_dir, records=RECORDS, trace=TRACE):
     """The tracebench replay command of one accuracy cell."""
     argv = [binary(), "replay", "--trace", str(trace), "--limit", str(records),
@@ -76,7 +82,7 @@ def accuracy_cell(work, mode, rate, rep, extra=()):
     cell.mkdir(parents=True, exist_ok=True)
     chunk_log = cell / "chunks.jsonl"
     load = procs.load_average()
-    with procs.Sim(binary(), SIM_CORE, chunk_log, log_path=cell / "sim.log") as sim:
+    with procs.Sim(sim_binary(), SIM_CORE, chunk_log, log_path=cell / "sim.log") as sim:
         argv = replay_argv(sim.base_url, rate, mode, cell / "run") + list(extra)
         argv = procs.pinned(CLIENT_CORE, argv)
         measured = procs.run_measured(argv, cell / "replay.out", cell / "replay.err")
@@ -86,6 +92,11 @@ def accuracy_cell(work, mode, rate, rep, extra=()):
     result.update(burst_figures(cell / "run" / "requests.jsonl"))
     result.update(cpu_figures(measured, result, rate))
     result["sim_cpu_s"] = sim.cpu_s
+    # First touches of memory: slow in a VM whose host backs pages lazily (see Method).
+    result["client_minor_faults"] = measured.minor_faults
+    result["client_max_rss_mib"] = measured.max_rss_mib
+    result["sim_minor_faults"] = sim.minor_faults
+    result["sim_max_rss_mib"] = sim.max_rss_mib
     result["load_average_before"] = load
     result["sched"] = {"nice": procs.NICE, "policy": procs.SCHED or "other"}
     result["command"] = " ".join(replay_argv("URL", rate, mode, "OUT") + list(extra))
@@ -120,6 +131,8 @@ def cpu_figures(measured, result, rate):
         cpu = measured.cpu_between(offset + window[0], offset + window[1])
         cores = cpu / (window[1] - window[0])
         figures["window_cpu_s"] = cpu
+        figures["window_minor_faults"] = measured.faults_between(offset + window[0],
+                                                                 offset + window[1])
         figures["window_cores"] = cores
         figures["cores_per_1000_rps"] = cores / (rate / 1000.0)
     return figures
@@ -224,7 +237,7 @@ def cmd_memory(args):
     """Peak RSS replaying the whole conversation trace, time-compressed, short outputs."""
     work = Path(args.work) / "memory"
     work.mkdir(parents=True, exist_ok=True)
-    with procs.Sim(binary(), SIM_CORE, work / "chunks.jsonl", log_path=work / "sim.log") as sim:
+    with procs.Sim(sim_binary(), SIM_CORE, work / "chunks.jsonl", log_path=work / "sim.log") as sim:
         argv = [binary(), "replay", "--trace", str(TRACE), "--target-rate", str(args.rate),
                 "--max-output-tokens", str(OUTPUT_TOKENS), "--base-url", sim.base_url,
                 "--model", "tracebench-sim", "--no-calibrate", "--no-progress",
