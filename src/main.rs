@@ -7,6 +7,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracebench::cli::{Cli, EXIT_INPUT_ERROR};
 
+/// mimalloc instead of the system allocator: see docs/PERFORMANCE.md, "Allocator".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
     let cli = Cli::parse();
