@@ -216,8 +216,9 @@ def cmd_table(args):
     print("\n" + "\n".join(detail))
     arrival = ["| prompts | offered /s | sim queue (arrived → head) p50 / p99 ms | "
                "upload to the socket p50 / p99 ms | TTFT error from the arrival p50 / p99 ms "
-               "| first-token delivery p50 / p99 ms |",
-               "|---|---|---|---|---|---|"]
+               "| first-token delivery p50 / p99 ms | client page faults in the run "
+               "| peak RSS client / sim MiB |",
+               "|---|---|---|---|---|---|---|---|"]
     for key, results in saved["results"].items():
         mode, rate = key.rsplit("-", 1)
         m = lambda path: median_of(results, path)  # noqa: E731
@@ -228,7 +229,9 @@ def cmd_table(args):
                        f"{fmt(m('upload_socket_ms.p99'), 3)} | "
                        f"{fmt(m('ttft_err_arrived_ms.p50'), 3)} / "
                        f"{fmt(m('ttft_err_arrived_ms.p99'), 3)} | "
-                       f"{fmt(m('delivery_ms.p50'), 3)} / {fmt(m('delivery_ms.p99'), 3)} |")
+                       f"{fmt(m('delivery_ms.p50'), 3)} / {fmt(m('delivery_ms.p99'), 3)} | "
+                       f"{fmt(m('window_minor_faults'), 0)} | "
+                       f"{fmt(m('client_max_rss_mib'), 0)} / {fmt(m('sim_max_rss_mib'), 0)} |")
     if len(arrival) > 2:
         print("\n" + "\n".join(arrival))
 
@@ -295,11 +298,16 @@ def machine():
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
                   if line.startswith("Model name")), "unknown")
+    # A VM's model name can be as vague as "AMD EPYC": family and model tell hosts apart.
+    fields = dict(line.split(":", 1) for line in lscpu.splitlines() if ":" in line)
+    family = fields.get("CPU family", "?").strip()
+    model_number = fields.get("Model", "?").strip()
     version = subprocess.run([binary(), "--version"], capture_output=True, text=True).stdout
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     return {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "cpu": model, "cpu_family_model": f"{family}/{model_number}",
+            "cores": os.cpu_count(), "kernel": platform.release(),
             "tracebench": version.strip(), "commit": commit,
             "mem_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30}
 
