@@ -77,11 +77,14 @@ fn failures(s: &Summary) -> Option<Warning> {
         s.failure_share.unwrap_or(0.0) * 100.0,
         causes.join(", ")
     );
-    Some(warning(
-        "failures",
-        message,
-        "see the error column of requests.csv; if the server is overloaded, replay slower (--time-scale above 1, --target-rate) or raise --first-token-timeout/--timeout",
-    ))
+    // An interrupted run cancels what is still in flight: not the server's doing.
+    let only_cancelled = s.failed_by_cause.keys().all(|cause| cause == "cancelled");
+    let fix = if s.partial && only_cancelled {
+        "these requests were still in flight when the run was interrupted; --grace gives them longer to finish"
+    } else {
+        "see the error column of requests.csv; if the server is overloaded, replay slower (--time-scale above 1, --target-rate) or raise --first-token-timeout/--timeout"
+    };
+    Some(warning("failures", message, fix))
 }
 
 fn skipped(s: &Summary) -> Option<Warning> {
@@ -191,4 +194,42 @@ fn chunk_counts(s: &Summary) -> Option<Warning> {
             "use a server that reports usage in streams, or pass the model's tokenizer with --tokenizer",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(partial: bool, causes: &[(&str, usize)]) -> Summary {
+        let failed_by_cause: std::collections::BTreeMap<String, usize> =
+            causes.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        Summary {
+            partial,
+            sent: 10,
+            failed: failed_by_cause.values().sum(),
+            failed_by_cause,
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn requests_cancelled_by_an_interrupt_are_not_blamed_on_the_server() {
+        let interrupted = failures(&failed(true, &[("cancelled", 3)])).expect("a warning");
+        assert!(
+            interrupted.fix.contains("interrupted"),
+            "{}",
+            interrupted.fix
+        );
+        assert!(
+            !interrupted.fix.contains("overloaded"),
+            "{}",
+            interrupted.fix
+        );
+
+        let mixed =
+            failures(&failed(true, &[("cancelled", 3), ("http_500", 1)])).expect("a warning");
+        assert!(mixed.fix.contains("overloaded"), "{}", mixed.fix);
+        let complete = failures(&failed(false, &[("cancelled", 3)])).expect("a warning");
+        assert!(complete.fix.contains("overloaded"), "{}", complete.fix);
+    }
 }

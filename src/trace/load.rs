@@ -110,6 +110,11 @@ impl LoadReport {
                 self.skipped,
                 reasons.join(", ")
             ));
+            out.extend(
+                self.skipped_examples
+                    .iter()
+                    .map(|e| format!("  skipped {e}")),
+            );
         }
         if self.failed_dropped > 0 {
             out.push(format!(

@@ -31,9 +31,13 @@ pub(crate) fn read(
     out: &mut Collector,
 ) -> Result<(), TraceError> {
     let gzip = source.gzip;
+    // Rows end at `\n` only: csv's own CRLF handling counts a row's line before its `\n`,
+    // so every row after a CRLF would be named one line early. A `\r` left at the end of a
+    // row's last field is trimmed with the field.
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(source.reader);
     let mut row = ByteRecord::new();
     let read_row = |reader: &mut csv::Reader<_>, row: &mut ByteRecord, out: &Collector| {

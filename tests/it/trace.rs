@@ -256,6 +256,11 @@ fn trace_bad_records_name_file_line_and_field() {
             "3: TIMESTAMP: expected a time like 2023-11-16 18:15:46.6805900, found \"yesterday\"",
         ),
         ("azure_missing_column.csv", "1: GeneratedTokens: missing"),
+        // CRLF line ends: the row is named by its line in the file, header counted.
+        (
+            "azure_crlf.csv",
+            "5: ContextTokens: expected a non-negative integer, found \"abc\"",
+        ),
         ("burstgpt_negative.csv", "3: Request tokens: negative (-1)"),
         (
             "burstgpt_nan.csv",
@@ -329,6 +334,13 @@ fn trace_skip_mode_counts_invalid_records_by_reason() {
     assert_eq!(
         loaded.report.skipped_examples[1],
         format!("{}:4: input_length: missing", path.display())
+    );
+    // What the user is shown: the counts, then each kept message with its FILE:LINE.
+    let shown = loaded.report.lines();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    assert_eq!(
+        shown[2],
+        format!("  skipped {}:4: input_length: missing", path.display())
     );
 
     // Default is fail, at the first bad line.
