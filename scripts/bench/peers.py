@@ -440,7 +440,8 @@ def main(args):
     from run import binary, save
     work = Path(args.work) / "peers"
     work.mkdir(parents=True, exist_ok=True)
-    cells = [("small", int(r)) for r in args.rates.split(",")] + [("full", 50)]
+    cells = [("small", int(r)) for r in args.rates.split(",") if r] + \
+        [("full", int(r)) for r in args.full_rates.split(",") if r]
     peers = [p for p in ["tracebench", "aiperf", "guidellm", "inference-perf", "sglang"]
              if not args.only or p in args.only.split(",")]
     status = install([p for p in peers if p != "tracebench"])

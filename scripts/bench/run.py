@@ -338,7 +338,9 @@ def main():
     sub.add_parser("machine", help="print the machine description")
     sub.add_parser("table", help="print the tables of a saved WORK/accuracy.json")
     peers = sub.add_parser("peers", help="the peers side by side (installs them; slow)")
-    peers.add_argument("--rates", default="50,200,1000")
+    peers.add_argument("--rates", default="50,200,1000", help="offered rates, small prompts")
+    peers.add_argument("--full-rates", default="50",
+                       help="offered rates with full prompts ('' for none)")
     peers.add_argument("--only", default="",
                        help="comma list of tracebench,aiperf,guidellm,inference-perf,sglang")
     peers.add_argument("--records", type=int, default=RECORDS)
