@@ -879,11 +879,17 @@ async fn finish_tasks<T: Transport, P: PromptSource>(
         _ = &mut all_done => return,
         _ = shared.stop.cancelled() => {}
     }
-    if tokio::time::timeout(grace, &mut all_done).await.is_err() {
-        tracing::warn!("grace period of {grace:?} over: cancelling requests still in flight");
-        shared.cancel.cancel();
-        all_done.await;
+    tokio::select! {
+        finished = tokio::time::timeout(grace, &mut all_done) => {
+            if finished.is_ok() {
+                return;
+            }
+            tracing::warn!("grace period of {grace:?} over: cancelling requests still in flight");
+        }
+        _ = super::run::grace_cut().cancelled() => {}
     }
+    shared.cancel.cancel();
+    all_done.await;
 }
 
 #[cfg(test)]

@@ -160,16 +160,29 @@ fn build_runtimes(threads: usize) -> std::io::Result<(Runtime, Option<Runtime>)>
     Ok((dispatcher, Some(responses)))
 }
 
-/// Cancels `stop` on the first Ctrl-C or SIGTERM.
+/// Cancels `stop` on the first Ctrl-C or SIGTERM, and cuts the grace period short on the
+/// second (see [`grace_cut`]).
 pub fn stop_on_signals(stop: CancellationToken, grace: std::time::Duration) {
     let signal = termination_signal();
     tokio::spawn(async move {
         signal.await;
         tracing::warn!(
-            "interrupted: no more requests are sent; waiting up to {grace:?} for those in flight"
+            "interrupted: no more requests are sent; waiting up to {grace:?} for those in \
+             flight (interrupt again to cancel them now)"
         );
         stop.cancel();
+
+        termination_signal().await;
+        tracing::warn!("interrupted again: cancelling the requests in flight");
+        grace_cut().cancel();
     });
+}
+
+/// Cancelled by a second Ctrl-C or SIGTERM: the requests in flight are cancelled at once
+/// instead of at the end of the grace period. One per process, as the signals are.
+pub fn grace_cut() -> &'static CancellationToken {
+    static CUT: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    CUT.get_or_init(CancellationToken::new)
 }
 
 /// Resolves at the first Ctrl-C or SIGTERM (what `kill`, service managers and container

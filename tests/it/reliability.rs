@@ -460,9 +460,10 @@ fn sigkill_mid_run_leaves_what_report_recovers() {
     assert!(out.join("report.html").is_file());
 }
 
-/// Starts a replay of 2 short and 8 twenty-second streams with `--grace 1`, signals it once
-/// the short ones finished, and checks that it exits long before the streams would end.
-fn exits_within_grace(sig: &str) {
+/// Starts a replay of 2 short and 8 twenty-second streams with `--grace GRACE_S`, signals
+/// it `times` (half a second apart) once the short ones finished, and returns how long it
+/// took to exit after the first signal; checks the exit code and the records.
+fn interrupt_long_streams(sig: &str, grace_s: &str, times: usize) -> Duration {
     let tmp = tempdir();
     let path = tmp.path().join("trace.jsonl");
     let lines: String = (0..10)
@@ -474,7 +475,7 @@ fn exits_within_grace(sig: &str) {
     std::fs::write(&path, lines).unwrap_or_else(|e| panic!("{e}"));
     let out = tmp.path().join("run");
     let child = sim_replay(&path, &out)
-        .args(["--grace", "1"])
+        .args(["--grace", grace_s])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -482,15 +483,15 @@ fn exits_within_grace(sig: &str) {
     wait_for_lines(&out.join("requests.jsonl"), 2);
 
     let signalled = Instant::now();
-    signal(&child, sig);
+    for time in 0..times {
+        if time > 0 {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        signal(&child, sig);
+    }
     let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     let took = signalled.elapsed();
-    // The streams need 10 s more; the grace is 1 s. A loose bound on a busy machine.
-    assert!(took < Duration::from_secs(6), "exit took {took:?}");
-    assert!(
-        took >= Duration::from_millis(900),
-        "exit before the grace: {took:?}"
-    );
+
     assert_eq!(output.status.code(), Some(130), "{}", text(&output.stderr));
     let records = read_records(&out);
     assert_eq!(
@@ -498,6 +499,18 @@ fn exits_within_grace(sig: &str) {
         counts(&[("ok", 2), ("cancelled", 8)])
     );
     assert_eq!(read_json(&out.join("summary.json"))["partial"], true);
+    took
+}
+
+/// One signal: the streams (10 s more) are cancelled at the end of the 1 s grace.
+fn exits_within_grace(sig: &str) {
+    let took = interrupt_long_streams(sig, "1", 1);
+    // A loose bound on a busy machine.
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exit before the grace: {took:?}"
+    );
 }
 
 #[test]
@@ -508,6 +521,14 @@ fn sigterm_exits_within_the_grace_period_with_a_partial_summary() {
 #[test]
 fn sigint_exits_within_the_grace_period_with_a_partial_summary() {
     exits_within_grace("-INT");
+}
+
+#[test]
+fn a_second_sigint_cancels_the_streams_without_waiting_for_the_grace() {
+    // The grace (60 s) outlasts the streams (10 s more): only the second signal can end
+    // the run in a few seconds.
+    let took = interrupt_long_streams("-INT", "60", 2);
+    assert!(took < Duration::from_secs(6), "exit took {took:?}");
 }
 
 /// A listener that must see no connection: the run should fail before any load.
