@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracebench::cli::{Cli, EXIT_INPUT_ERROR};
 
-/// mimalloc instead of the system allocator: see docs/PERFORMANCE.md, "Allocator".
+/// mimalloc instead of the system allocator: it keeps freed memory, so a run faults no
+/// new pages in (docs/PERFORMANCE.md, "Stamped reads and the allocator, A/B").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -82,7 +82,7 @@ impl Arrivals {
     /// When the last read's bytes arrived, on tokio's clock, given the time `now` at which
     /// they are being looked at: `now` minus the stamp's age. `now` itself when there is no
     /// stamp, or when the stamp is not credible (in the future, or older than
-    /// a minute).
+    /// `STAMP_TRUSTED_FOR`).
     ///
     /// The stamp is that of the stream's last read, which may be newer than the bytes being
     /// looked at when the reader fell behind; it is never older than they are, so the

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Distribution, Summary};
+use crate::replay::Outcome;
 
 /// A send lag p99 above this means the client, not the server, shaped the arrivals: it
 /// is far above timer jitter (about 1 ms) and a visible share of a typical TTFT.
@@ -78,7 +79,8 @@ fn failures(s: &Summary) -> Option<Warning> {
         causes.join(", ")
     );
     // An interrupted run cancels what is still in flight: not the server's doing.
-    let only_cancelled = s.failed_by_cause.keys().all(|cause| cause == "cancelled");
+    let cancelled = Outcome::Cancelled.to_string();
+    let only_cancelled = s.failed_by_cause.keys().all(|cause| *cause == cancelled);
     let fix = if s.partial && only_cancelled {
         "these requests were still in flight when the run was interrupted; --grace gives them longer to finish"
     } else {
